@@ -1,0 +1,79 @@
+# MYI: the single entry point. Every target sets up what it needs itself.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= personal
+STAGE ?= dev
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# pip warns about every missing local mirror folder; keep the output readable.
+PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: help venv test lint fmt local demo bench synth layer deploy destroy clean cdk-cli
+
+help:
+	@echo "make demo     run the whole journey end to end on embedded defaults"
+	@echo "make test     run the whole test suite"
+	@echo "make local    run MYI on http://127.0.0.1:$${MYI_PORT:-8000} (no AWS or Spotify account needed)"
+	@echo "make lint     ruff and mypy"
+	@echo "make bench    print speed and memory figures"
+	@echo "make synth    synthesise the CDK app (PROFILE=personal|scale)"
+	@echo "make deploy   deploy a stage to AWS (STAGE=dev PROFILE=personal)"
+	@echo "make destroy  tear a stage down"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing Python packages into $(VENV) ..."
+	@{ $(PY) -m pip install -q --upgrade pip setuptools wheel 2>&1 | $(PIP_FILTER); }
+	@{ $(PY) -m pip install -q -e ".[infra,dev]" 2>&1 | $(PIP_FILTER); }
+	@$(PY) -c "import myi, psycopg, pgserver, moto, aws_cdk" || { echo "package installation failed" >&2; exit 1; }
+	@touch $(STAMP)
+
+test: $(STAMP) cdk-cli
+	$(PY) -m myi.devtools.testrun
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+local: $(STAMP)
+	$(PY) -m myi.local
+
+demo: $(STAMP)
+	$(PY) -m myi.local.demo
+
+bench: $(STAMP)
+	$(PY) -m myi.devtools.bench $(BENCH)
+
+node_modules/.bin/cdk: package.json
+	@npm install --no-audit --no-fund --silent
+	@touch $@
+
+cdk-cli: node_modules/.bin/cdk
+
+layer: $(STAMP)
+	$(PY) -m myi.devtools.build_layer
+
+synth: layer cdk-cli
+	node_modules/.bin/cdk synth --quiet -c profile=$(PROFILE) -c stage=$(STAGE)
+
+deploy: layer cdk-cli
+	node_modules/.bin/cdk deploy -c profile=$(PROFILE) -c stage=$(STAGE) --require-approval broadening
+
+destroy: cdk-cli
+	node_modules/.bin/cdk destroy -c profile=$(PROFILE) -c stage=$(STAGE)
+
+clean:
+	rm -rf $(VENV) .local cdk.out layers/shared/build node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,22 @@
+"""Partition maintenance (EventBridge, daily): this month and the next N exist; the default
+partition is emptied into real ones."""
+
+from datetime import UTC, datetime
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from myi import db, partitions
+from myi.observability import logger, metrics, tracer
+from myi.settings import get_settings
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    settings = get_settings()
+    result = partitions.maintain(
+        db.get_connection(settings), datetime.now(UTC).date(), settings.partition_months_ahead
+    )
+    logger.info("partition maintenance done", extra=result)
+    return result

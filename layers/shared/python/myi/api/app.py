@@ -1,0 +1,59 @@
+"""The API resolver: Powertools' HTTP API resolver with validation, one router per area."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from myi import __version__
+from myi.api import health
+from myi.api.errors import ApiError, error_response
+from myi.observability import logger
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("query", "body", "path", "header")]
+        name = ".".join(loc) or "request"
+        parts.append(f"{name}: {err.get('msg', 'invalid')}")
+    return "Invalid parameter " + "; ".join(parts) if parts else "Invalid request"
+
+
+def build_app() -> APIGatewayHttpResolver:
+    app = APIGatewayHttpResolver(enable_validation=True)
+    app.include_router(health.router)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi():  # type: ignore[no-untyped-def]  # a Response annotation would enter the schema
+        return Response(
+            status_code=200,
+            content_type="application/json; charset=utf-8",
+            body=app.get_openapi_json_schema(title="MYI API", version=__version__, openapi_version="3.1.0"),
+        )
+
+    @app.exception_handler(ApiError)
+    def handle_api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    def handle_validation(exc: RequestValidationError) -> Response:
+        return error_response(400, "invalid_request", _describe_validation(exc))
+
+    @app.not_found
+    def handle_not_found(exc: NotFoundError) -> Response:
+        return error_response(404, "not_found", "No such route.")
+
+    @app.exception_handler(Exception)
+    def handle_unexpected(exc: Exception) -> Response:
+        logger.exception("unhandled error")
+        return error_response(500, "internal", "Something went wrong on our side.")
+
+    return app
+
+
+def resolve(app: APIGatewayHttpResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return app.resolve(event, context)

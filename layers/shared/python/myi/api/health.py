@@ -1,0 +1,17 @@
+"""Operations routes."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+from pydantic import BaseModel
+
+router = APIGatewayHttpRouter()
+
+
+class Health(BaseModel):
+    status: str
+
+
+@router.get("/health", summary="Liveness", tags=["operations"])
+def get_health() -> Health:
+    return Health(status="ok")

@@ -1,0 +1,111 @@
+"""Database access: one lazily opened psycopg connection per execution environment.
+
+Where the connection comes from, in order:
+
+1. ``DATABASE_URL`` (local runs and tests; the local runtime and the test suite start an embedded
+   PostgreSQL and set it).
+2. ``DB_HOST`` with ``DB_IAM_AUTH=true``: an IAM authentication token is generated for ``DB_USER``
+   (RDS Proxy in the ``scale`` profile, the Aurora writer directly in ``personal``), TLS required.
+3. ``DB_HOST`` with ``DB_SECRET_ARN``: user name and password from the Secrets Manager secret that
+   Aurora rotates, TLS required.
+
+Connections use ``prepare_threshold=None`` (RDS Proxy pins sessions that prepare statements), a short
+connect timeout and explicit transactions (``autocommit=True``; use ``with conn.transaction():``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from myi import aws
+from myi.settings import Settings, SettingsError, get_settings
+
+_local = threading.local()
+
+
+def conninfo(settings: Settings) -> dict[str, Any]:
+    """Connection parameters for ``psycopg.connect`` from the settings."""
+    if settings.database_url:
+        return {"conninfo": settings.database_url}
+    if not settings.db_host:
+        raise SettingsError("DATABASE_URL is not set (or DB_HOST with DB_IAM_AUTH / DB_SECRET_ARN)")
+    params: dict[str, Any] = {
+        "host": settings.db_host,
+        "port": settings.db_port,
+        "dbname": settings.db_name,
+        "sslmode": "require",
+    }
+    if settings.db_iam_auth:
+        rds = aws.client("rds", settings)
+        params["user"] = settings.db_user
+        params["password"] = rds.generate_db_auth_token(
+            DBHostname=settings.db_host, Port=settings.db_port, DBUsername=settings.db_user
+        )
+    elif settings.db_secret_arn:
+        secret = aws.client("secretsmanager", settings).get_secret_value(SecretId=settings.db_secret_arn)
+        creds = json.loads(secret["SecretString"])
+        params["user"] = creds["username"]
+        params["password"] = creds["password"]
+    else:
+        raise SettingsError("DB_HOST is set but neither DB_IAM_AUTH nor DB_SECRET_ARN is")
+    return params
+
+
+def connect(settings: Settings | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
+    """Open a new connection (autocommit; wrap writes in ``conn.transaction()``)."""
+    s = settings or get_settings()
+    params = conninfo(s)
+    dsn = params.pop("conninfo", "")
+    options = {
+        "autocommit": True,
+        "prepare_threshold": None,
+        "connect_timeout": s.db_connect_timeout_s,
+        "application_name": f"myi-{s.stage}",
+    }
+    options.update(kwargs)
+    return psycopg.connect(dsn, **params, **options)
+
+
+def get_connection(settings: Settings | None = None) -> psycopg.Connection[Any]:
+    """The connection of this execution environment (per thread), reopened when closed or broken."""
+    conn: psycopg.Connection[Any] | None = getattr(_local, "conn", None)
+    if conn is None or conn.closed or conn.broken:
+        conn = connect(settings)
+        _local.conn = conn
+    elif conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+        conn.rollback()
+    return conn
+
+
+def close_connection() -> None:
+    conn: psycopg.Connection[Any] | None = getattr(_local, "conn", None)
+    if conn is not None and not conn.closed:
+        conn.close()
+    _local.conn = None
+
+
+@contextmanager
+def transaction(conn: psycopg.Connection[Any] | None = None) -> Iterator[psycopg.Connection[Any]]:
+    """``with transaction() as conn:`` on this environment's connection (or the one given)."""
+    c = conn or get_connection()
+    with c.transaction():
+        yield c
+
+
+def fetch_all(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def fetch_one(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, params)
+        return cur.fetchone()

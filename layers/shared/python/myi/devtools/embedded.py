@@ -1,0 +1,110 @@
+"""Embedded services for local runs and tests: PostgreSQL (pgserver) and the AWS emulator (moto)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[5]
+LOCAL_DIR = REPO_ROOT / ".local"
+
+# Credentials for the emulator only; moto accepts anything.
+EMULATOR_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server kept under ``.local/<name>``; data survives restarts."""
+
+    server: Any
+    url: str
+
+    def create_database(self, name: str | None = None) -> str:
+        """Create a fresh database and return its URL (tests isolate themselves this way)."""
+        import psycopg
+
+        dbname = name or f"myi_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        return url_with_database(self.url, dbname)
+
+    def drop_database(self, url: str) -> None:
+        import psycopg
+
+        dbname = database_of(url)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+def url_with_database(url: str, dbname: str) -> str:
+    # pgserver URIs look like postgresql://postgres:@/postgres?host=/path/to/socket
+    head, sep, query = url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{dbname}{sep}{query}"
+
+
+def database_of(url: str) -> str:
+    return url.partition("?")[0].rsplit("/", 1)[1]
+
+
+def start_postgres(name: str = "pg") -> EmbeddedPostgres:
+    import pgserver
+
+    data_dir = LOCAL_DIR / name
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    return EmbeddedPostgres(server=server, url=server.get_uri())
+
+
+def ensure_database(pg: EmbeddedPostgres, dbname: str) -> str:
+    import psycopg
+
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+    return url_with_database(pg.url, dbname)
+
+
+@dataclass
+class EmbeddedAws:
+    server: Any
+    url: str
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def start_aws(port: int | None = None) -> EmbeddedAws:
+    """Start moto in server mode on loopback and point this process's AWS settings at it."""
+    from moto.server import ThreadedMotoServer
+
+    port = port or free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    return EmbeddedAws(server=server, url=url)
+
+
+def apply_emulator_env(endpoint: str, env: dict[str, str] | None = None) -> None:
+    target: Any = os.environ if env is None else env
+    for key, value in EMULATOR_ENV.items():
+        target.setdefault(key, value)
+    target["AWS_ENDPOINT_URL"] = endpoint

@@ -1,0 +1,1 @@
+"""Versioned SQL migrations (applied by myi.migrate)."""

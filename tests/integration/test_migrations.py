@@ -1,0 +1,96 @@
+"""Migrations on a real PostgreSQL: applied once, in order, under a lock."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+
+from myi import migrate
+from myi.devtools import embedded
+
+
+def _fresh_db() -> tuple[embedded.EmbeddedPostgres, str]:
+    pg = embedded.start_postgres("pg-test")
+    return pg, pg.create_database()
+
+
+def test_migrations_apply_in_order_and_only_once() -> None:
+    pg, url = _fresh_db()
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            first = migrate.migrate(conn)
+            second = migrate.migrate(conn)
+            versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+        assert first == [m.name for m in migrate.load_migrations()]
+        assert second == []
+        assert versions == [m.version for m in migrate.load_migrations()]
+    finally:
+        pg.drop_database(url)
+
+
+def test_concurrent_runners_apply_each_migration_once() -> None:
+    pg, url = _fresh_db()
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                results.append(migrate.migrate(conn))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        applied = [name for r in results for name in r]
+        assert sorted(applied) == sorted(m.name for m in migrate.load_migrations())
+    finally:
+        pg.drop_database(url)
+
+
+def test_deleting_a_user_removes_all_their_rows(db_conn: psycopg.Connection[Any]) -> None:
+    uid = db_conn.execute("INSERT INTO users (spotify_id) VALUES ('u1') RETURNING id").fetchone()[0]
+    other = db_conn.execute("INSERT INTO users (spotify_id) VALUES ('u2') RETURNING id").fetchone()[0]
+    track = db_conn.execute(
+        "INSERT INTO tracks (spotify_id, name, name_key) VALUES ('t1', 'T', 't') RETURNING id"
+    ).fetchone()[0]
+    for user in (uid, other):
+        db_conn.execute(
+            "INSERT INTO listening_events (user_id, track_id, played_at, ms_played, origin) "
+            "VALUES (%s, %s, '2024-01-01T00:00:00Z', 1000, 'api')",
+            (user, track),
+        )
+        db_conn.execute(
+            "INSERT INTO stat_track (user_id, grain, bucket, track_id, plays, ms_played) "
+            "VALUES (%s, 0, '1970-01-01', %s, 1, 1000)",
+            (user, track),
+        )
+        db_conn.execute(
+            "INSERT INTO sessions (id_hash, user_id, expires_at) VALUES (%s, %s, now() + interval '1 day')",
+            (f"h{user}".encode(), user),
+        )
+    db_conn.execute("DELETE FROM users WHERE id = %s", (uid,))
+    tables = [
+        r[0]
+        for r in db_conn.execute(
+            """
+            SELECT DISTINCT c.table_name FROM information_schema.columns c
+            JOIN information_schema.tables t USING (table_schema, table_name)
+            WHERE c.table_schema = 'public' AND c.column_name = 'user_id' AND t.table_type = 'BASE TABLE'
+            """
+        )
+    ]
+    assert "listening_events_default" in tables
+    for table in tables:
+        left = db_conn.execute(f"SELECT count(*) FROM {table} WHERE user_id = %s", (uid,)).fetchone()[0]
+        assert left == 0, table
+    kept = db_conn.execute("SELECT count(*) FROM listening_events WHERE user_id = %s", (other,)).fetchone()
+    assert kept == (1,)
+    assert db_conn.execute("SELECT count(*) FROM tracks").fetchone() == (1,)
