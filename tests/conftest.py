@@ -17,6 +17,9 @@ from myi import aws, db, migrate, partitions
 from myi.devtools import embedded
 from myi.settings import Settings, get_settings
 
+# Fixtures of each area live in tests/fixtures/<area>.py; add yours here.
+pytest_plugins: list[str] = []
+
 # Tests never talk to real AWS or Spotify, whatever the developer's shell holds.
 for _key in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(_key, None)
@@ -94,6 +97,18 @@ def aws_endpoint() -> Iterator[str]:
     emulator.stop()
     os.environ.pop("AWS_ENDPOINT_URL", None)
     aws.reset_clients()
+
+
+@pytest.fixture(scope="session")
+def aws_resources(aws_endpoint: str) -> dict[str, str]:
+    """Every emulated resource of the wiring (table, queues with DLQs, bucket, key secret); the
+    environment of the handlers is updated with their names and URLs."""
+    from myi.local.resources import create_resources
+
+    env = create_resources(Settings.from_env())
+    os.environ.update(env)
+    get_settings.cache_clear()
+    return env
 
 
 @pytest.fixture

@@ -1,0 +1,89 @@
+"""Emulated AWS resources, created from the wiring: the state table, queues with DLQs, the import
+bucket and its notifications, the token-encryption key. Used by the local runtime and the tests."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from typing import Any
+
+from infra.wiring import WIRING, Wiring
+from myi import aws
+from myi.settings import Settings
+
+
+def create_resources(settings: Settings, wiring: Wiring = WIRING) -> dict[str, str]:
+    """Create (or find) every emulated resource; returns the environment the handlers need
+    (queue URLs, table and bucket names). Idempotent."""
+    env: dict[str, str] = {"STATE_TABLE": settings.state_table, "IMPORT_BUCKET": settings.import_bucket}
+    dynamodb = aws.client("dynamodb", settings)
+    existing = dynamodb.list_tables().get("TableNames", [])
+    if settings.state_table not in existing:
+        dynamodb.create_table(
+            TableName=settings.state_table,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.update_time_to_live(
+            TableName=settings.state_table,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+        )
+
+    sqs = aws.client("sqs", settings)
+    queue_urls: dict[str, str] = {}
+    for queue in wiring.queues:
+        consumer = wiring.consumer_of(queue.name)
+        dlq_url = sqs.create_queue(QueueName=_queue_name(settings, queue.name) + "-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        url = sqs.create_queue(
+            QueueName=_queue_name(settings, queue.name),
+            Attributes={
+                "VisibilityTimeout": str(consumer.timeout_s * 6),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(queue.max_receives)}
+                ),
+            },
+        )["QueueUrl"]
+        queue_urls[queue.name] = url
+        env[queue.env_var] = url
+        env[queue.env_var.replace("_QUEUE_URL", "_DLQ_URL")] = dlq_url
+
+    s3 = aws.client("s3", settings)
+    try:
+        s3.head_bucket(Bucket=settings.import_bucket)
+    except s3.exceptions.ClientError:
+        s3.create_bucket(Bucket=settings.import_bucket)
+    configs = []
+    for note in wiring.bucket_notifications:
+        arn = sqs.get_queue_attributes(QueueUrl=queue_urls[note.queue], AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        config: dict[str, Any] = {"QueueArn": arn, "Events": list(note.events)}
+        if note.prefix:
+            config["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": note.prefix}]}}
+        configs.append(config)
+    if configs:
+        s3.put_bucket_notification_configuration(
+            Bucket=settings.import_bucket, NotificationConfiguration={"QueueConfigurations": configs}
+        )
+
+    secrets = aws.client("secretsmanager", settings)
+    try:
+        secrets.describe_secret(SecretId=settings.token_key_secret_id)
+    except secrets.exceptions.ResourceNotFoundException:
+        secrets.create_secret(Name=settings.token_key_secret_id, SecretString=new_token_key_secret())
+    return env
+
+
+def new_token_key_secret(version: int = 1) -> str:
+    """The token-encryption key secret: ``{"current": N, "keys": {"N": base64 32 bytes}}``."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    return json.dumps({"current": version, "keys": {str(version): key}})
+
+
+def _queue_name(settings: Settings, name: str) -> str:
+    return f"myi-{settings.stage}-{name.replace('_', '-')}"
