@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml
 	@$(PY) -c "import myi, psycopg, pgserver, moto, aws_cdk" || { echo "package installation failed" >&2; exit 1; }
 	@touch $(STAMP)
 
-test: $(STAMP) cdk-cli
+test: $(STAMP)
 	$(PY) -m myi.devtools.testrun
 
 lint: $(STAMP)

@@ -94,137 +94,28 @@ class BucketNotification:
     events: tuple[str, ...] = ("s3:ObjectCreated:*",)
 
 
-QUEUES: tuple[Queue, ...] = (
-    Queue("sync", max_receives=5),
-    Queue("import", max_receives=4),
-    Queue("enrichment", max_receives=8),
-    Queue("top_stats", max_receives=5),
-)
+# Queues and their consumers join the wiring with the pipelines that use them (sync, import,
+# enrichment, top lists); each queue gets a dead-letter queue after ``max_receives`` deliveries.
+QUEUES: tuple[Queue, ...] = ()
 
-# Uploads land under uploads/<user id>/<import id>/...; every created object is announced to the
-# import queue (S3 -> SQS, as in the cloud).
+# Uploads will land under uploads/<user id>/<import id>/...; every created object is announced to
+# the import queue (S3 -> SQS, as in the cloud) once the import pipeline exists.
 IMPORT_UPLOAD_PREFIX = "uploads/"
-BUCKET_NOTIFICATIONS: tuple[BucketNotification, ...] = (
-    BucketNotification(bucket="imports", queue="import", prefix=IMPORT_UPLOAD_PREFIX),
-)
-
-AUTH_ROUTES: tuple[Route, ...] = (
-    Route("GET", "/auth/login"),
-    Route("GET", "/auth/callback"),
-    Route("POST", "/auth/logout"),
-)
+BUCKET_NOTIFICATIONS: tuple[BucketNotification, ...] = ()
 
 API_ROUTES: tuple[Route, ...] = (
     Route("GET", "/health"),
     Route("GET", "/openapi.json"),
-    Route("GET", "/me"),
-    Route("PATCH", "/me"),
-    Route("DELETE", "/me"),
-    Route("GET", "/me/stats/overview"),
-    Route("GET", "/me/stats/top/{kind}"),
-    Route("GET", "/me/stats/activity"),
-    Route("GET", "/me/history"),
-    Route("POST", "/me/imports"),
-    Route("GET", "/me/imports"),
-    Route("GET", "/me/imports/{id}"),
-    Route("GET", "/me/spotify-top/{kind}"),
-    Route("POST", "/me/sync"),
 )
 
 FUNCTIONS: tuple[Function, ...] = (
-    Function(
-        name="auth",
-        description="Sign in with Spotify (PKCE), callback, logout",
-        timeout_s=15,
-        memory_mb=512,
-        routes=AUTH_ROUTES,
-        access=("db", "state_table", "token_key", "spotify_secret", "spotify"),
-    ),
     Function(
         name="api",
         description="The HTTP API of the single-page app",
         timeout_s=29,
         memory_mb=1024,
         routes=API_ROUTES,
-        access=(
-            "db",
-            "state_table",
-            "import_bucket:write",
-            "sync_queue:send",
-            "top_stats_queue:send",
-        ),
-    ),
-    Function(
-        name="sync_fanout",
-        description="Selects users due for a sync and enqueues one message each",
-        timeout_s=300,
-        memory_mb=512,
-        schedules=(Schedule("sync-fanout", "rate(15 minutes)", "Listening sync fan-out"),),
-        access=("db", "sync_queue:send"),
-    ),
-    Function(
-        name="sync_worker",
-        description="Reads recently-played for one user and ingests it",
-        timeout_s=120,
-        memory_mb=512,
-        queue=QueueTrigger("sync", batch_size=5, max_concurrency=10),
-        access=(
-            "db",
-            "state_table",
-            "token_key",
-            "spotify_secret",
-            "spotify",
-            "sync_queue:send",
-            "enrichment_queue:send",
-        ),
-    ),
-    Function(
-        name="import_worker",
-        description="Streams an uploaded export into the ingestion core",
-        timeout_s=900,
-        memory_mb=1769,
-        queue=QueueTrigger("import", batch_size=1, max_concurrency=5),
-        access=("db", "import_bucket:read", "import_queue:send", "enrichment_queue:send"),
-    ),
-    Function(
-        name="import_sweep",
-        description="Fails imports stuck in running without progress",
-        timeout_s=60,
-        memory_mb=256,
-        schedules=(Schedule("import-sweep", "rate(15 minutes)", "Stuck-import sweep"),),
         access=("db",),
-    ),
-    Function(
-        name="enrichment_worker",
-        description="Fills catalog gaps from Spotify within the shared rate budget",
-        timeout_s=300,
-        memory_mb=512,
-        queue=QueueTrigger("enrichment", batch_size=1, max_concurrency=2),
-        schedules=(Schedule("enrichment-sweep", "rate(1 hour)", "Catalog enrichment sweep"),),
-        access=(
-            "db",
-            "state_table",
-            "token_key",
-            "spotify_secret",
-            "spotify",
-            "enrichment_queue:send",
-        ),
-    ),
-    Function(
-        name="top_stats",
-        description="Refreshes Spotify's top lists (lazy per user, daily sweep)",
-        timeout_s=120,
-        memory_mb=512,
-        queue=QueueTrigger("top_stats", batch_size=5, max_concurrency=2),
-        schedules=(Schedule("top-stats-sweep", "cron(0 3 * * ? *)", "Daily top-lists sweep, 03:00 UTC"),),
-        access=(
-            "db",
-            "state_table",
-            "token_key",
-            "spotify_secret",
-            "spotify",
-            "top_stats_queue:send",
-        ),
     ),
     Function(
         name="partition_maintenance",
@@ -233,14 +124,6 @@ FUNCTIONS: tuple[Function, ...] = (
         memory_mb=256,
         schedules=(Schedule("partition-maintenance", "cron(15 0 * * ? *)", "Daily partition maintenance"),),
         access=("db",),
-    ),
-    Function(
-        name="migrate",
-        description="Applies database migrations on every deploy (custom resource)",
-        timeout_s=600,
-        memory_mb=256,
-        access=("db",),
-        custom_resource=True,
     ),
 )
 

@@ -18,5 +18,8 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     result = partitions.maintain(
         db.get_connection(settings), datetime.now(UTC).date(), settings.partition_months_ahead
     )
-    logger.info("partition maintenance done", extra=result)
+    logger.info(
+        "partition maintenance done",
+        extra={"partitions_created": result["created"], "default_rows_left": result["default_rows_left"]},
+    )
     return result

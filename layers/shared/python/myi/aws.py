@@ -26,9 +26,8 @@ def _client_config() -> Config:
 @functools.lru_cache(maxsize=32)
 def _cached_client(service: str, region: str, endpoint_url: str | None) -> Any:
     with _lock:  # boto3 session creation of clients is not thread-safe
-        return _session().client(
-            service, region_name=region, endpoint_url=endpoint_url, config=_client_config()
-        )
+        session: Any = _session()
+        return session.client(service, region_name=region, endpoint_url=endpoint_url, config=_client_config())
 
 
 def client(service: str, settings: Settings | None = None) -> Any:

@@ -63,7 +63,7 @@ def connect(settings: Settings | None = None, **kwargs: Any) -> psycopg.Connecti
     s = settings or get_settings()
     params = conninfo(s)
     dsn = params.pop("conninfo", "")
-    options = {
+    options: dict[str, Any] = {
         "autocommit": True,
         "prepare_threshold": None,
         "connect_timeout": s.db_connect_timeout_s,

@@ -91,7 +91,7 @@ class Settings:
     import_queue_url: str | None = None
     enrichment_queue_url: str | None = None
     top_stats_queue_url: str | None = None
-    token_key_secret_id: str = "myi/token-key"
+    token_key_secret_id: str = "myi/token-key"  # noqa: S105 - a secret name, not a secret
     spotify_client_secret_id: str | None = None
 
     # --- HTTP surface -------------------------------------------------------------------------

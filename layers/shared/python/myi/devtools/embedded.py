@@ -94,7 +94,11 @@ class EmbeddedAws:
 
 def start_aws(port: int | None = None) -> EmbeddedAws:
     """Start moto in server mode on loopback and point this process's AWS settings at it."""
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     port = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
