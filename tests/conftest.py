@@ -18,7 +18,7 @@ from myi.devtools import embedded
 from myi.settings import Settings, get_settings
 
 # Fixtures of each area live in tests/fixtures/<area>.py; add yours here.
-pytest_plugins: list[str] = ["tests.fixtures.local_runtime"]
+pytest_plugins: list[str] = ["tests.fixtures.local_runtime", "tests.fixtures.plays"]
 
 # Tests never talk to real AWS or Spotify, whatever the developer's shell holds.
 for _key in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):

@@ -146,19 +146,22 @@ CREATE INDEX catalog_gaps_due ON catalog_gaps (next_attempt_at);
 -- Listening events, partitioned by month of played_at (end of playback, UTC)
 --
 -- origin: 'api' (recently-played; ms_played estimated from the duration), 'extended' (extended
--- streaming history export), 'account' (account-data export, minute precision). source is what
--- API.md shows ('api' | 'import'). twin_at is the played_at of the record of the other source
--- that matched this play (merge rule), so a repeated record is recognised as a duplicate.
+-- streaming history export), 'account' (account-data export, minute precision). API.md's source is
+-- 'api' for origin api, else 'import'. One play can be seen by one record of each origin; the
+-- <origin>_twin_at columns hold the played_at of the record of another origin that matched this
+-- play (merge rule), so a repeated record is recognised as a duplicate and never claims twice.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE listening_events (
-    user_id         bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    track_id        bigint NOT NULL,
-    played_at       timestamptz NOT NULL,
-    ms_played       integer NOT NULL CHECK (ms_played >= 0),
-    is_estimated    boolean NOT NULL DEFAULT false,
-    origin          text NOT NULL CHECK (origin IN ('api', 'extended', 'account')),
-    twin_at         timestamptz,
-    import_id       uuid,
+    user_id             bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    track_id            bigint NOT NULL,
+    played_at           timestamptz NOT NULL,
+    ms_played           integer NOT NULL CHECK (ms_played >= 0),
+    is_estimated        boolean NOT NULL DEFAULT false,
+    origin              text NOT NULL CHECK (origin IN ('api', 'extended', 'account')),
+    api_twin_at         timestamptz,
+    extended_twin_at    timestamptz,
+    account_twin_at     timestamptz,
+    import_id           uuid,
     PRIMARY KEY (user_id, track_id, played_at)
 ) PARTITION BY RANGE (played_at);
 CREATE INDEX listening_events_user_time ON listening_events (user_id, played_at DESC);
@@ -168,8 +171,9 @@ CREATE TABLE listening_events_default PARTITION OF listening_events DEFAULT;
 -- Statistics, maintained by the ingestion core in the same transaction as the events.
 --
 -- grain 0 = all time (bucket '1970-01-01'), 1 = calendar month (bucket = its first day),
--- 2 = calendar day; months and days in the user's time zone. A window is answered from whole
--- months, whole days and, at its rolling edges, the events themselves.
+-- 2 = calendar day (stat_user only); months and days in the user's time zone. A window is answered
+-- from whole months (grain 1) and, for the partial months at its edges, the events themselves
+-- (index listening_events_user_time); per-day figures come from stat_user grain 2.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE stat_user (
     user_id         bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
@@ -189,6 +193,8 @@ CREATE TABLE stat_track (
     ms_played       bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, grain, bucket, track_id)
 );
+-- Album and credit changes move every user's statistics of a track.
+CREATE INDEX stat_track_by_track ON stat_track (track_id);
 CREATE INDEX stat_track_top_plays ON stat_track (user_id, plays DESC, ms_played DESC, track_id)
     WHERE grain = 0;
 CREATE INDEX stat_track_top_ms ON stat_track (user_id, ms_played DESC, plays DESC, track_id)

@@ -1,0 +1,798 @@
+"""The ingestion core: every play stored once, statistics always exact, set-based in bulk.
+
+One entry point, :func:`ingest`, serves the sync worker (50 API plays) and the history import
+(batches of thousands of export records). A batch costs a fixed number of SQL statements whatever
+its size: the batch is staged into temporary tables with COPY, then the catalog, the events and the
+statistics are written with ``INSERT .. SELECT .. ON CONFLICT`` and ``UPDATE .. FROM`` statements.
+
+Per batch, in one transaction:
+
+1. Locks. ``pg_advisory_xact_lock(user)`` serialises batches of one user, so merges cannot race and
+   concurrent sync and import of one user never lose or double a count. Batches carrying full API
+   track objects may change the album or credits of existing tracks, which moves statistics of every
+   user who played them; they take the catalog lock exclusively, every other batch takes it shared.
+2. Catalog. Artists, albums and tracks are upserted (sorted keys, so concurrent users' batches lock
+   rows in one order). Export records only fill gaps; full API objects fill and correct. When an
+   existing track's album or credits change, the album and artist statistics of every user move
+   from the old to the new, derived from ``stat_track`` (an artist's statistics are the sum of the
+   statistics of the tracks credited to it), and provisional artists and albums with the same
+   normalised name as the real ones that replace them are merged into them (:func:`merge_artist`,
+   :func:`merge_album`).
+3. Events. Dedupe and merge per DESIGN.md: see :func:`_match_sql`.
+4. Statistics. Deltas are taken only from rows this transaction inserted (``RETURNING``) or changed
+   (merges: the difference between the real and the estimated ``ms_played``), aggregated in SQL and
+   added with ``ON CONFLICT DO UPDATE SET plays = plays + excluded.plays``.
+5. Catalog gaps (tracks without duration or album, provisional artists and albums) are recorded in
+   ``catalog_gaps`` for the enrichment worker.
+
+Partitions: when ``conn`` is in autocommit, :func:`ingest` makes sure the monthly partitions of the
+batch's span exist before opening its transaction. A caller that runs ingest inside its own
+transaction must call ``myi.partitions.ensure_range`` for the span first, outside it.
+"""
+
+from __future__ import annotations
+
+import uuid
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from myi import partitions
+from myi.catalog import name_key
+from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
+
+CATALOG_LOCK = 0x4D594943  # "MYIC": taken shared by every batch, exclusively by catalog changes
+USER_LOCK_CLASS = 0x4D5955  # "MYU": the class of the per-user advisory lock
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    added: int = 0
+    merged: int = 0
+    duplicates: int = 0
+
+    def __add__(self, other: IngestResult) -> IngestResult:
+        return IngestResult(
+            self.added + other.added, self.merged + other.merged, self.duplicates + other.duplicates
+        )
+
+
+@dataclass
+class StatementCounter:
+    """Counts the SQL statements the ingestion core sends (for ``make bench``)."""
+
+    count: int = 0
+
+
+@dataclass
+class _Staged:
+    artists: dict[tuple[str, ...], list[Any]] = field(default_factory=dict)
+    albums: dict[tuple[str, ...], list[Any]] = field(default_factory=dict)
+    album_artists: dict[tuple[int, int], int] = field(default_factory=dict)
+    tracks: dict[tuple[str, ...], list[Any]] = field(default_factory=dict)
+    track_artists: dict[tuple[int, int], int] = field(default_factory=dict)
+    plays: list[tuple[Any, ...]] = field(default_factory=list)
+    has_full: bool = False
+
+
+_TEMP_TABLES = """
+CREATE TEMP TABLE IF NOT EXISTS tmp_artists (
+    rk integer PRIMARY KEY, spotify_id text, name text NOT NULL, name_key text NOT NULL,
+    image_url text, id bigint
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tmp_albums (
+    ak integer PRIMARY KEY, spotify_id text, name text NOT NULL, name_key text NOT NULL,
+    artist_key text NOT NULL, image_url text, release_date text, id bigint
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tmp_album_artists (
+    ak integer NOT NULL, rk integer NOT NULL, position smallint NOT NULL
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tmp_tracks (
+    tk integer PRIMARY KEY, spotify_id text, name text NOT NULL, name_key text NOT NULL,
+    artist_key text NOT NULL, duration_ms integer, explicit boolean, ak integer, full_data boolean NOT NULL,
+    id bigint, album_id bigint, is_new boolean NOT NULL DEFAULT false
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tmp_track_artists (
+    tk integer NOT NULL, rk integer NOT NULL, position smallint NOT NULL
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tmp_plays (
+    seq integer PRIMARY KEY, tk integer NOT NULL, played_at timestamptz NOT NULL, ms_played integer,
+    origin text NOT NULL, track_id bigint, action text, target timestamptz
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tmp_delta (
+    track_id bigint NOT NULL, played_at timestamptz NOT NULL, plays integer NOT NULL, ms bigint NOT NULL
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tmp_album_moves (
+    track_id bigint NOT NULL, old_album bigint, new_album bigint
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tmp_credit_moves (
+    track_id bigint NOT NULL, artist_id bigint NOT NULL, sign integer NOT NULL
+) ON COMMIT DELETE ROWS;
+"""
+_TEMP_NAMES = (
+    "tmp_artists, tmp_albums, tmp_album_artists, tmp_tracks, tmp_track_artists, tmp_plays, tmp_delta, "
+    "tmp_album_moves, tmp_credit_moves"
+)
+_prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+
+def _split(script: str) -> list[str]:
+    """Statements of a script of ours (no semicolons inside literals), comments dropped."""
+    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
+    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+
+
+class _Exec:
+    """Runs the statements of one batch, counting them."""
+
+    def __init__(self, cur: psycopg.Cursor[Any], counter: StatementCounter | None) -> None:
+        self.cur = cur
+        self.counter = counter
+
+    def __call__(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
+        if self.counter is not None:
+            self.counter.count += 1
+        return self.cur.execute(sql, params)
+
+    def script(self, sql: str, params: Any = None) -> None:
+        """Several statements, one after the other (the extended protocol takes one at a time)."""
+        for statement in _split(sql):
+            self(statement, params if params and "%(" in statement else None)
+
+    @contextmanager
+    def copy(self, sql: str) -> Iterator[Any]:
+        if self.counter is not None:
+            self.counter.count += 1
+        with self.cur.copy(sql) as cp:
+            yield cp
+
+
+# ---------------------------------------------------------------------------------------------
+# Staging: plays -> rows of the temporary tables (Python, one pass, no database round trips)
+# ---------------------------------------------------------------------------------------------
+def _artist_key(a: ArtistRef) -> tuple[str, ...]:
+    return ("s", a.spotify_id) if a.spotify_id else ("p", name_key(a.name))
+
+
+def _stage(plays: Sequence[Play]) -> _Staged:
+    st = _Staged()
+
+    def artist(a: ArtistRef) -> int:
+        key = _artist_key(a)
+        row = st.artists.get(key)
+        if row is None:
+            row = [len(st.artists), a.spotify_id, a.name, name_key(a.name), a.image_url]
+            st.artists[key] = row
+        elif a.image_url and not row[4]:
+            row[4] = a.image_url
+        return int(row[0])
+
+    def album(al: AlbumRef, fallback_artists: tuple[ArtistRef, ...]) -> int:
+        credited = al.artists or fallback_artists[:1]
+        akey = name_key(credited[0].name) if credited else ""
+        key: tuple[str, ...] = ("s", al.spotify_id) if al.spotify_id else ("p", akey, name_key(al.name))
+        row = st.albums.get(key)
+        if row is None:
+            row = [
+                len(st.albums),
+                al.spotify_id,
+                al.name,
+                name_key(al.name),
+                akey,
+                al.image_url,
+                al.release_date,
+            ]
+            st.albums[key] = row
+            for pos, a in enumerate(credited):
+                st.album_artists.setdefault((row[0], artist(a)), pos)
+        elif al.image_url and not row[5]:
+            row[5] = al.image_url
+        return int(row[0])
+
+    for seq, play in enumerate(plays):
+        t: TrackRef = play.track
+        first = t.artists[0].name if t.artists else ""
+        akey = name_key(first)
+        full = bool(
+            t.spotify_id
+            and t.artists
+            and all(a.spotify_id for a in t.artists)
+            and t.album is not None
+            and t.album.spotify_id
+        )
+        key: tuple[str, ...] = ("s", t.spotify_id) if t.spotify_id else ("p", akey, name_key(t.name))
+        row = st.tracks.get(key)
+        if row is None or (full and not row[8]):
+            tk = row[0] if row is not None else len(st.tracks)
+            ak = album(t.album, t.artists) if t.album is not None and t.album.name else None
+            row = [tk, t.spotify_id, t.name, name_key(t.name), akey, t.duration_ms, t.explicit, ak, full]
+            st.tracks[key] = row
+            if full:
+                st.has_full = True
+                for stale in [k for k in st.track_artists if k[0] == tk]:
+                    del st.track_artists[stale]
+            for pos, a in enumerate(t.artists):
+                st.track_artists.setdefault((tk, artist(a)), pos)
+        elif row[5] is None and t.duration_ms is not None:
+            row[5] = t.duration_ms
+        ms = play.ms_played if play.origin != "api" else None
+        st.plays.append((seq, row[0], play.played_at, ms, play.origin))
+    return st
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry point
+# ---------------------------------------------------------------------------------------------
+def ingest(
+    conn: psycopg.Connection[Any],
+    user_id: int,
+    plays: Sequence[Play],
+    *,
+    import_id: uuid.UUID | None = None,
+    counter: StatementCounter | None = None,
+) -> IngestResult:
+    """Store a batch of plays of one user; returns what happened to them.
+
+    Works in autocommit (its own transaction, retried on deadlock or serialisation failure) and
+    inside a caller's transaction (a savepoint; the caller commits and retries).
+    """
+    if not plays:
+        return IngestResult()
+    for play in plays:
+        if play.played_at.tzinfo is None:
+            raise ValueError("played_at must be timezone-aware")
+    staged = _stage(plays)
+    outer = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+    if not outer:
+        times = [p.played_at for p in plays]
+        partitions.ensure_range(conn, min(times), max(times))
+    attempts = 1 if outer else MAX_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        try:
+            with conn.transaction():
+                return _ingest_batch(conn, user_id, staged, import_id, counter)
+        except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _prepare(conn: psycopg.Connection[Any], ex: _Exec) -> None:
+    if conn not in _prepared:
+        ex.script(_TEMP_TABLES)
+        _prepared.add(conn)
+    else:
+        # Rows of an earlier batch of the same outer transaction are still there.
+        ex(f"TRUNCATE {_TEMP_NAMES}")
+
+
+def _ingest_batch(
+    conn: psycopg.Connection[Any],
+    user_id: int,
+    st: _Staged,
+    import_id: uuid.UUID | None,
+    counter: StatementCounter | None,
+) -> IngestResult:
+    with conn.cursor() as cur:
+        ex = _Exec(cur, counter)
+        lock = "pg_advisory_xact_lock" if st.has_full else "pg_advisory_xact_lock_shared"
+        ex(
+            f"SELECT {lock}(%s), pg_advisory_xact_lock(%s, %s), (SELECT timezone FROM users WHERE id = %s)",
+            (CATALOG_LOCK, USER_LOCK_CLASS, user_id, user_id),
+        )
+        row = cur.fetchone()
+        if row is None or row[2] is None:
+            raise LookupError(f"no user {user_id}")
+        _prepare(conn, ex)
+        _copy_staged(ex, st)
+        _upsert_catalog(ex, st)
+        counts = _write_events(ex, user_id, import_id)
+        _apply_deltas(ex, user_id)
+        _record_gaps(ex)
+    return counts
+
+
+def _copy_staged(ex: _Exec, st: _Staged) -> None:
+    with ex.copy("COPY tmp_artists (rk, spotify_id, name, name_key, image_url) FROM STDIN") as cp:
+        for row in st.artists.values():
+            cp.write_row(row)
+    if st.albums:
+        with ex.copy(
+            "COPY tmp_albums (ak, spotify_id, name, name_key, artist_key, image_url, release_date) FROM STDIN"
+        ) as cp:
+            for row in st.albums.values():
+                cp.write_row(row)
+        with ex.copy("COPY tmp_album_artists (ak, rk, position) FROM STDIN") as cp:
+            for (ak, rk), pos in st.album_artists.items():
+                cp.write_row((ak, rk, pos))
+    with ex.copy(
+        "COPY tmp_tracks (tk, spotify_id, name, name_key, artist_key, duration_ms, explicit, ak, full_data) "
+        "FROM STDIN"
+    ) as cp:
+        for row in st.tracks.values():
+            cp.write_row(row)
+    with ex.copy("COPY tmp_track_artists (tk, rk, position) FROM STDIN") as cp:
+        for (tk, rk), pos in st.track_artists.items():
+            cp.write_row((tk, rk, pos))
+    with ex.copy("COPY tmp_plays (seq, tk, played_at, ms_played, origin) FROM STDIN") as cp:
+        for play in st.plays:
+            cp.write_row(play)
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalog
+# ---------------------------------------------------------------------------------------------
+_CATALOG_SQL = """
+-- Artists: real ones by Spotify id (names and images corrected), provisional ones by name.
+INSERT INTO artists (spotify_id, name, name_key, image_url)
+SELECT spotify_id, name, name_key, image_url FROM tmp_artists WHERE spotify_id IS NOT NULL
+ORDER BY spotify_id
+ON CONFLICT (spotify_id) DO UPDATE
+   SET name = EXCLUDED.name, name_key = EXCLUDED.name_key,
+       image_url = COALESCE(EXCLUDED.image_url, artists.image_url), updated_at = now()
+ WHERE (artists.name, artists.image_url) IS DISTINCT FROM
+       (EXCLUDED.name, COALESCE(EXCLUDED.image_url, artists.image_url));
+INSERT INTO artists (name, name_key)
+SELECT name, name_key FROM tmp_artists WHERE spotify_id IS NULL ORDER BY name_key
+ON CONFLICT (name_key) WHERE spotify_id IS NULL DO NOTHING;
+UPDATE tmp_artists t SET id = a.id FROM artists a
+ WHERE t.spotify_id IS NOT NULL AND a.spotify_id = t.spotify_id;
+UPDATE tmp_artists t SET id = a.id FROM artists a
+ WHERE t.spotify_id IS NULL AND a.spotify_id IS NULL AND a.name_key = t.name_key;
+
+-- Albums, the same way; provisional albums are keyed by (artist name, album name).
+INSERT INTO albums (spotify_id, name, name_key, artist_key, image_url, release_date)
+SELECT spotify_id, name, name_key, artist_key, image_url, release_date FROM tmp_albums
+ WHERE spotify_id IS NOT NULL ORDER BY spotify_id
+ON CONFLICT (spotify_id) DO UPDATE
+   SET name = EXCLUDED.name, name_key = EXCLUDED.name_key, artist_key = EXCLUDED.artist_key,
+       image_url = COALESCE(EXCLUDED.image_url, albums.image_url),
+       release_date = COALESCE(EXCLUDED.release_date, albums.release_date), updated_at = now()
+ WHERE (albums.name, albums.image_url, albums.release_date) IS DISTINCT FROM
+       (EXCLUDED.name, COALESCE(EXCLUDED.image_url, albums.image_url),
+        COALESCE(EXCLUDED.release_date, albums.release_date));
+INSERT INTO albums (name, name_key, artist_key)
+SELECT name, name_key, artist_key FROM tmp_albums WHERE spotify_id IS NULL ORDER BY artist_key, name_key
+ON CONFLICT (artist_key, name_key) WHERE spotify_id IS NULL DO NOTHING;
+UPDATE tmp_albums t SET id = a.id FROM albums a
+ WHERE t.spotify_id IS NOT NULL AND a.spotify_id = t.spotify_id;
+UPDATE tmp_albums t SET id = a.id FROM albums a
+ WHERE t.spotify_id IS NULL AND a.spotify_id IS NULL AND a.artist_key = t.artist_key
+   AND a.name_key = t.name_key;
+INSERT INTO album_artists (album_id, artist_id, position)
+SELECT al.id, ar.id, aa.position FROM tmp_album_artists aa
+  JOIN tmp_albums al USING (ak) JOIN tmp_artists ar USING (rk)
+ ORDER BY 1, 2
+ON CONFLICT DO NOTHING;
+
+UPDATE tmp_tracks t SET album_id = al.id FROM tmp_albums al WHERE al.ak = t.ak;
+
+-- Tracks known by Spotify id: new ones inserted, existing ones looked up.
+WITH new AS (
+    INSERT INTO tracks (spotify_id, name, name_key, artist_key, album_id, duration_ms, explicit)
+    SELECT spotify_id, name, name_key, artist_key, album_id, duration_ms, explicit FROM tmp_tracks
+     WHERE spotify_id IS NOT NULL ORDER BY spotify_id
+    ON CONFLICT (spotify_id) DO NOTHING
+    RETURNING id, spotify_id
+)
+UPDATE tmp_tracks t SET id = new.id, is_new = true FROM new WHERE new.spotify_id = t.spotify_id;
+UPDATE tmp_tracks t SET id = x.id FROM tracks x
+ WHERE t.id IS NULL AND t.spotify_id IS NOT NULL AND x.spotify_id = t.spotify_id;
+
+-- Tracks known by name only (account data): an existing track of that artist and name (a real one
+-- first), else a provisional name-only track.
+UPDATE tmp_tracks t SET id = (
+    SELECT x.id FROM tracks x WHERE x.artist_key = t.artist_key AND x.name_key = t.name_key
+     ORDER BY (x.spotify_id IS NULL), x.id LIMIT 1)
+ WHERE t.spotify_id IS NULL;
+WITH new AS (
+    INSERT INTO tracks (name, name_key, artist_key, album_id, duration_ms)
+    SELECT name, name_key, artist_key, album_id, duration_ms FROM tmp_tracks
+     WHERE spotify_id IS NULL AND id IS NULL ORDER BY artist_key, name_key
+    ON CONFLICT (artist_key, name_key) WHERE spotify_id IS NULL DO NOTHING
+    RETURNING id, artist_key, name_key
+)
+UPDATE tmp_tracks t SET id = new.id, is_new = true FROM new
+ WHERE t.spotify_id IS NULL AND new.artist_key = t.artist_key AND new.name_key = t.name_key;
+UPDATE tmp_tracks t SET id = x.id FROM tracks x
+ WHERE t.id IS NULL AND x.spotify_id IS NULL AND x.artist_key = t.artist_key AND x.name_key = t.name_key;
+
+-- Album changes of existing tracks: full API data corrects, export data only fills a missing album.
+INSERT INTO tmp_album_moves (track_id, old_album, new_album)
+SELECT x.id, x.album_id, t.album_id FROM tmp_tracks t JOIN tracks x ON x.id = t.id
+ WHERE NOT t.is_new AND t.album_id IS NOT NULL AND x.album_id IS DISTINCT FROM t.album_id
+   AND (t.full_data OR x.album_id IS NULL);
+UPDATE tracks x SET
+       name = CASE WHEN t.full_data THEN t.name ELSE x.name END,
+       name_key = CASE WHEN t.full_data THEN t.name_key ELSE x.name_key END,
+       artist_key = CASE WHEN t.full_data THEN t.artist_key ELSE x.artist_key END,
+       album_id = CASE WHEN t.full_data THEN COALESCE(t.album_id, x.album_id)
+                       ELSE COALESCE(x.album_id, t.album_id) END,
+       duration_ms = CASE WHEN t.full_data THEN COALESCE(t.duration_ms, x.duration_ms)
+                          ELSE COALESCE(x.duration_ms, t.duration_ms) END,
+       explicit = COALESCE(t.explicit, x.explicit),
+       updated_at = now()
+  FROM tmp_tracks t
+ WHERE x.id = t.id AND NOT t.is_new
+   AND ((t.full_data AND (x.name, x.artist_key, x.album_id, x.duration_ms, x.explicit)
+                         IS DISTINCT FROM (t.name, t.artist_key, COALESCE(t.album_id, x.album_id),
+                                           COALESCE(t.duration_ms, x.duration_ms),
+                                           COALESCE(t.explicit, x.explicit)))
+        OR (NOT t.full_data AND ((x.album_id IS NULL AND t.album_id IS NOT NULL)
+                                 OR (x.duration_ms IS NULL AND t.duration_ms IS NOT NULL))));
+
+-- Credits: full API data replaces the credits of existing tracks (statistics move with them);
+-- new tracks, and existing ones without any credit, take the credits of the batch.
+INSERT INTO tmp_credit_moves (track_id, artist_id, sign)
+SELECT old.track_id, old.artist_id, -1 FROM track_artists old
+  JOIN tmp_tracks t ON t.id = old.track_id AND t.full_data AND NOT t.is_new
+ WHERE NOT EXISTS (SELECT 1 FROM tmp_track_artists ta JOIN tmp_artists ar USING (rk)
+                    WHERE ta.tk = t.tk AND ar.id = old.artist_id)
+UNION ALL
+SELECT t.id, ar.id, 1 FROM tmp_tracks t
+  JOIN tmp_track_artists ta USING (tk) JOIN tmp_artists ar USING (rk)
+ WHERE NOT t.is_new
+   AND ((t.full_data AND NOT EXISTS (SELECT 1 FROM track_artists x
+                                      WHERE x.track_id = t.id AND x.artist_id = ar.id))
+        OR (NOT t.full_data AND NOT EXISTS (SELECT 1 FROM track_artists x WHERE x.track_id = t.id)));
+DELETE FROM track_artists x USING tmp_credit_moves m
+ WHERE m.sign = -1 AND x.track_id = m.track_id AND x.artist_id = m.artist_id;
+INSERT INTO track_artists (track_id, artist_id, position)
+SELECT t.id, ar.id, ta.position FROM tmp_tracks t
+  JOIN tmp_track_artists ta USING (tk) JOIN tmp_artists ar USING (rk)
+ WHERE t.is_new OR t.full_data OR NOT EXISTS (SELECT 1 FROM track_artists x WHERE x.track_id = t.id)
+ ORDER BY 1, 2
+ON CONFLICT (track_id, artist_id) DO UPDATE SET position = EXCLUDED.position
+ WHERE track_artists.position <> EXCLUDED.position;
+"""
+
+# Statistics of every user follow album and credit changes of the tracks they played.
+_MOVE_SQL = """
+INSERT INTO stat_album (user_id, grain, bucket, album_id, plays, ms_played)
+SELECT st.user_id, st.grain, st.bucket, m.album_id, sum(m.sign * st.plays), sum(m.sign * st.ms_played)
+  FROM (SELECT track_id, old_album AS album_id, -1 AS sign FROM tmp_album_moves WHERE old_album IS NOT NULL
+        UNION ALL
+        SELECT track_id, new_album, 1 FROM tmp_album_moves WHERE new_album IS NOT NULL) m
+  JOIN stat_track st ON st.track_id = m.track_id
+ GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+ON CONFLICT (user_id, grain, bucket, album_id) DO UPDATE
+   SET plays = stat_album.plays + EXCLUDED.plays, ms_played = stat_album.ms_played + EXCLUDED.ms_played;
+INSERT INTO stat_artist (user_id, grain, bucket, artist_id, plays, ms_played)
+SELECT st.user_id, st.grain, st.bucket, m.artist_id, sum(m.sign * st.plays), sum(m.sign * st.ms_played)
+  FROM tmp_credit_moves m JOIN stat_track st ON st.track_id = m.track_id
+ GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+ON CONFLICT (user_id, grain, bucket, artist_id) DO UPDATE
+   SET plays = stat_artist.plays + EXCLUDED.plays, ms_played = stat_artist.ms_played + EXCLUDED.ms_played;
+"""
+
+
+def _upsert_catalog(ex: _Exec, st: _Staged) -> None:
+    ex.script(_CATALOG_SQL)
+    if not st.has_full:
+        return
+    # Only full API objects can change an existing track's album or credits.
+    ex.script(_MOVE_SQL)
+    # Provisional artists and albums that real ones replaced on a track, under the same name, are
+    # the same artist or album: merge them (exclusive catalog lock held).
+    ex(
+        """
+        SELECT DISTINCT p.id, r.id FROM tmp_credit_moves out
+          JOIN artists p ON p.id = out.artist_id AND p.spotify_id IS NULL
+          JOIN tmp_credit_moves inn ON inn.track_id = out.track_id AND inn.sign = 1
+          JOIN artists r ON r.id = inn.artist_id AND r.spotify_id IS NOT NULL AND r.name_key = p.name_key
+         WHERE out.sign = -1
+        """
+    )
+    for provisional, real in ex.cur.fetchall():
+        _merge_artist(ex, provisional, real)
+    ex(
+        """
+        SELECT DISTINCT p.id, r.id FROM tmp_album_moves m
+          JOIN albums p ON p.id = m.old_album AND p.spotify_id IS NULL
+          JOIN albums r ON r.id = m.new_album AND r.spotify_id IS NOT NULL AND r.name_key = p.name_key
+        """
+    )
+    for provisional, real in ex.cur.fetchall():
+        _merge_album(ex, provisional, real)
+
+
+def _merge_artist(ex: _Exec, provisional: int, real: int) -> None:
+    """Fold a provisional artist into a real one: credits move, statistics of every user move
+    (a track credited to both counts once), the provisional row goes."""
+    ex(
+        """
+        WITH moving AS (
+            SELECT ta.track_id FROM track_artists ta
+             WHERE ta.artist_id = %(p)s
+               AND NOT EXISTS (SELECT 1 FROM track_artists x WHERE x.track_id = ta.track_id
+                                AND x.artist_id = %(r)s)
+        )
+        INSERT INTO stat_artist (user_id, grain, bucket, artist_id, plays, ms_played)
+        SELECT st.user_id, st.grain, st.bucket, %(r)s, sum(st.plays), sum(st.ms_played)
+          FROM moving JOIN stat_track st ON st.track_id = moving.track_id
+         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (user_id, grain, bucket, artist_id) DO UPDATE
+           SET plays = stat_artist.plays + EXCLUDED.plays,
+               ms_played = stat_artist.ms_played + EXCLUDED.ms_played
+        """,
+        {"p": provisional, "r": real},
+    )
+    ex("DELETE FROM stat_artist WHERE artist_id = %s", (provisional,))
+    ex(
+        """
+        UPDATE track_artists ta SET artist_id = %(r)s WHERE ta.artist_id = %(p)s
+           AND NOT EXISTS (SELECT 1 FROM track_artists x WHERE x.track_id = ta.track_id AND x.artist_id = %(r)s)
+        """,
+        {"p": provisional, "r": real},
+    )
+    ex("DELETE FROM track_artists WHERE artist_id = %s", (provisional,))
+    ex(
+        """
+        INSERT INTO album_artists (album_id, artist_id, position)
+        SELECT album_id, %(r)s, position FROM album_artists WHERE artist_id = %(p)s
+        ON CONFLICT DO NOTHING
+        """,
+        {"p": provisional, "r": real},
+    )
+    ex("DELETE FROM catalog_gaps WHERE kind = 'artist' AND entity_id = %s", (provisional,))
+    ex("DELETE FROM artists WHERE id = %s", (provisional,))
+
+
+def _merge_album(ex: _Exec, provisional: int, real: int) -> None:
+    """Fold a provisional album into a real one: its tracks and every user's statistics move."""
+    ex(
+        """
+        WITH moving AS (SELECT id FROM tracks WHERE album_id = %(p)s)
+        INSERT INTO stat_album (user_id, grain, bucket, album_id, plays, ms_played)
+        SELECT st.user_id, st.grain, st.bucket, %(r)s, sum(st.plays), sum(st.ms_played)
+          FROM moving JOIN stat_track st ON st.track_id = moving.id
+         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (user_id, grain, bucket, album_id) DO UPDATE
+           SET plays = stat_album.plays + EXCLUDED.plays,
+               ms_played = stat_album.ms_played + EXCLUDED.ms_played
+        """,
+        {"p": provisional, "r": real},
+    )
+    ex("DELETE FROM stat_album WHERE album_id = %s", (provisional,))
+    ex("UPDATE tracks SET album_id = %s, updated_at = now() WHERE album_id = %s", (real, provisional))
+    ex("DELETE FROM catalog_gaps WHERE kind = 'album' AND entity_id = %s", (provisional,))
+    ex("DELETE FROM album_artists WHERE album_id = %s", (provisional,))
+    ex("DELETE FROM albums WHERE id = %s", (provisional,))
+
+
+def merge_artist(conn: psycopg.Connection[Any], provisional_id: int, real_id: int) -> None:
+    """Resolve a provisional artist to a real one (enrichment), statistics exact afterwards."""
+    with conn.transaction(), conn.cursor() as cur:
+        ex = _Exec(cur, None)
+        ex("SELECT pg_advisory_xact_lock(%s)", (CATALOG_LOCK,))
+        _merge_artist(ex, provisional_id, real_id)
+
+
+def merge_album(conn: psycopg.Connection[Any], provisional_id: int, real_id: int) -> None:
+    """Resolve a provisional album to a real one (enrichment), statistics exact afterwards."""
+    with conn.transaction(), conn.cursor() as cur:
+        ex = _Exec(cur, None)
+        ex("SELECT pg_advisory_xact_lock(%s)", (CATALOG_LOCK,))
+        _merge_album(ex, provisional_id, real_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Events: dedupe and merge
+# ---------------------------------------------------------------------------------------------
+_MATCH_SQL = """
+UPDATE tmp_plays p SET track_id = t.id,
+       ms_played = CASE WHEN p.origin = 'api' THEN COALESCE(x.duration_ms, 0) ELSE p.ms_played END
+  FROM tmp_tracks t JOIN tracks x ON x.id = t.id
+ WHERE t.tk = p.tk;
+
+-- The same key twice in one batch: the first counts, the others are duplicates.
+UPDATE tmp_plays p SET action = 'duplicate' FROM (
+    SELECT seq, row_number() OVER (PARTITION BY track_id, played_at ORDER BY seq) AS n FROM tmp_plays
+) d WHERE d.seq = p.seq AND d.n > 1;
+
+-- Another origin's record of the same play: same track, within 30 s (60 s where an account-data
+-- record, of minute precision, is involved). A stored play takes one record of each other origin:
+-- its <origin>_twin_at slot is free (the record claims it), or holds this very record's time (a
+-- repeat: duplicate); a slot taken by another record is passed over. Closest first.
+WITH cand AS (
+    SELECT p.seq, p.origin, p.played_at, e.track_id, e.played_at AS target, e.origin AS e_origin,
+           e.is_estimated,
+           CASE p.origin WHEN 'api' THEN e.api_twin_at WHEN 'extended' THEN e.extended_twin_at
+                ELSE e.account_twin_at END AS slot,
+           LEAST(abs(extract(epoch FROM e.played_at - p.played_at)),
+                 abs(extract(epoch FROM e.extended_twin_at - p.played_at))) AS dist
+      FROM tmp_plays p
+      JOIN listening_events e
+        ON e.user_id = %(user)s AND e.track_id = p.track_id
+       AND e.played_at BETWEEN p.played_at - interval '90 seconds' AND p.played_at + interval '90 seconds'
+     WHERE p.action IS NULL AND e.origin <> p.origin
+), eligible AS (
+    SELECT * FROM cand
+     WHERE (slot IS NULL OR slot = played_at)
+       AND dist <= CASE WHEN 'account' IN (origin, e_origin) THEN 60 ELSE 30 END
+), best AS (
+    SELECT DISTINCT ON (seq) * FROM eligible ORDER BY seq, (slot IS NOT NULL) DESC, dist, target
+), claimed AS (
+    SELECT DISTINCT ON (track_id, target) * FROM best
+     ORDER BY track_id, target, (slot IS NOT NULL) DESC, dist, seq
+)
+UPDATE tmp_plays p SET target = c.target,
+       action = CASE WHEN c.slot IS NOT NULL THEN 'duplicate'
+                     WHEN c.e_origin = 'api' AND c.is_estimated AND p.origin <> 'api' THEN 'merge'
+                     ELSE 'claim' END
+  FROM claimed c WHERE c.seq = p.seq;
+"""
+
+
+def _write_events(ex: _Exec, user_id: int, import_id: uuid.UUID | None) -> IngestResult:
+    params = {"user": user_id}
+    ex.script(_MATCH_SQL, params)
+    # Merges: the statistics move by the difference between the real and the estimated figure.
+    ex(
+        """
+        WITH old AS (
+            SELECT e.track_id, e.played_at, e.ms_played FROM listening_events e
+              JOIN tmp_plays p ON p.action IN ('merge', 'claim') AND e.user_id = %(user)s
+               AND e.track_id = p.track_id AND e.played_at = p.target
+        ), changed AS (
+            UPDATE listening_events e SET
+                   api_twin_at = CASE WHEN p.origin = 'api' THEN p.played_at ELSE e.api_twin_at END,
+                   extended_twin_at = CASE WHEN p.origin = 'extended' THEN p.played_at
+                                           ELSE e.extended_twin_at END,
+                   account_twin_at = CASE WHEN p.origin = 'account' THEN p.played_at
+                                          ELSE e.account_twin_at END,
+                   ms_played = CASE WHEN p.action = 'merge' THEN p.ms_played ELSE e.ms_played END,
+                   is_estimated = CASE WHEN p.action = 'merge' THEN false ELSE e.is_estimated END
+              FROM tmp_plays p
+             WHERE p.action IN ('merge', 'claim') AND e.user_id = %(user)s AND e.track_id = p.track_id
+               AND e.played_at = p.target
+            RETURNING e.track_id, e.played_at, e.ms_played
+        )
+        INSERT INTO tmp_delta (track_id, played_at, plays, ms)
+        SELECT c.track_id, c.played_at, 0, c.ms_played - old.ms_played
+          FROM changed c JOIN old USING (track_id, played_at)
+         WHERE c.ms_played <> old.ms_played
+        """,
+        params,
+    )
+    # New plays; a conflict on the unique key means the play is already stored: a duplicate.
+    ex(
+        """
+        WITH added AS (
+            INSERT INTO listening_events (user_id, track_id, played_at, ms_played, is_estimated, origin,
+                                          import_id)
+            SELECT %(user)s, track_id, played_at, ms_played, origin = 'api', origin, %(import_id)s
+              FROM tmp_plays WHERE action IS NULL
+             ORDER BY track_id, played_at
+            ON CONFLICT (user_id, track_id, played_at) DO NOTHING
+            RETURNING track_id, played_at, ms_played
+        )
+        INSERT INTO tmp_delta (track_id, played_at, plays, ms)
+        SELECT track_id, played_at, 1, ms_played FROM added
+        """,
+        {**params, "import_id": import_id},
+    )
+    ex(
+        """
+        SELECT (SELECT count(*) FROM tmp_delta WHERE plays = 1),
+               (SELECT count(*) FROM tmp_plays WHERE action = 'merge'),
+               (SELECT count(*) FROM tmp_plays)
+        """
+    )
+    row = ex.cur.fetchone()
+    assert row is not None
+    added, merged, total = int(row[0]), int(row[1]), int(row[2])
+    return IngestResult(added=added, merged=merged, duplicates=total - added - merged)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------
+_DELTA_SQL = """
+WITH d AS (
+    SELECT d.track_id, d.plays, d.ms,
+           (d.played_at AT TIME ZONE u.timezone) AS local
+      FROM tmp_delta d CROSS JOIN (SELECT timezone FROM users WHERE id = %(user)s) u
+), g AS (
+    SELECT d.*, grain.g,
+           CASE grain.g WHEN 0 THEN DATE '1970-01-01'
+                        WHEN 1 THEN date_trunc('month', d.local)::date
+                        ELSE d.local::date END AS bucket
+      FROM d CROSS JOIN (VALUES (0), (1), (2)) AS grain(g)
+), t AS (
+    INSERT INTO stat_track (user_id, grain, bucket, track_id, plays, ms_played)
+    SELECT %(user)s, g, bucket, track_id, sum(plays), sum(ms) FROM g WHERE g < 2
+     GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
+    ON CONFLICT (user_id, grain, bucket, track_id) DO UPDATE
+       SET plays = stat_track.plays + EXCLUDED.plays, ms_played = stat_track.ms_played + EXCLUDED.ms_played
+    RETURNING 1
+), a AS (
+    INSERT INTO stat_artist (user_id, grain, bucket, artist_id, plays, ms_played)
+    SELECT %(user)s, g, bucket, ta.artist_id, sum(plays), sum(ms) FROM g
+      JOIN track_artists ta ON ta.track_id = g.track_id
+     WHERE g < 2
+     GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
+    ON CONFLICT (user_id, grain, bucket, artist_id) DO UPDATE
+       SET plays = stat_artist.plays + EXCLUDED.plays, ms_played = stat_artist.ms_played + EXCLUDED.ms_played
+    RETURNING 1
+), al AS (
+    INSERT INTO stat_album (user_id, grain, bucket, album_id, plays, ms_played)
+    SELECT %(user)s, g, bucket, x.album_id, sum(plays), sum(ms) FROM g
+      JOIN tracks x ON x.id = g.track_id
+     WHERE g < 2 AND x.album_id IS NOT NULL
+     GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
+    ON CONFLICT (user_id, grain, bucket, album_id) DO UPDATE
+       SET plays = stat_album.plays + EXCLUDED.plays, ms_played = stat_album.ms_played + EXCLUDED.ms_played
+    RETURNING 1
+), u AS (
+    INSERT INTO stat_user (user_id, grain, bucket, plays, ms_played)
+    SELECT %(user)s, g, bucket, sum(plays), sum(ms) FROM g
+     GROUP BY 2, 3 ORDER BY 2, 3
+    ON CONFLICT (user_id, grain, bucket) DO UPDATE
+       SET plays = stat_user.plays + EXCLUDED.plays, ms_played = stat_user.ms_played + EXCLUDED.ms_played
+    RETURNING 1
+), h AS (
+    INSERT INTO stat_hour (user_id, grain, bucket, weekday, hour, plays, ms_played)
+    SELECT %(user)s, g, bucket, extract(isodow FROM local)::smallint, extract(hour FROM local)::smallint,
+           sum(plays), sum(ms) FROM g
+     WHERE g < 2
+     GROUP BY 2, 3, 4, 5 ORDER BY 2, 3, 4, 5
+    ON CONFLICT (user_id, grain, bucket, weekday, hour) DO UPDATE
+       SET plays = stat_hour.plays + EXCLUDED.plays, ms_played = stat_hour.ms_played + EXCLUDED.ms_played
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM a), (SELECT count(*) FROM al),
+       (SELECT count(*) FROM u), (SELECT count(*) FROM h)
+"""
+
+
+def _apply_deltas(ex: _Exec, user_id: int) -> None:
+    ex(_DELTA_SQL, {"user": user_id})
+
+
+def _record_gaps(ex: _Exec) -> None:
+    ex(
+        """
+        INSERT INTO catalog_gaps (kind, entity_id, reason)
+        SELECT 'track', x.id, CASE WHEN x.spotify_id IS NULL THEN 'name_only'
+                                   WHEN x.duration_ms IS NULL THEN 'missing_duration'
+                                   ELSE 'missing_album' END
+          FROM tmp_tracks t JOIN tracks x ON x.id = t.id
+         WHERE x.spotify_id IS NOT NULL AND (x.duration_ms IS NULL OR x.album_id IS NULL)
+        UNION ALL
+        SELECT 'artist', a.id, CASE WHEN a.spotify_id IS NULL THEN 'provisional' ELSE 'missing_image' END
+          FROM tmp_artists t JOIN artists a ON a.id = t.id
+         WHERE a.spotify_id IS NULL OR a.image_url IS NULL
+        UNION ALL
+        SELECT 'album', a.id, 'provisional' FROM tmp_albums t JOIN albums a ON a.id = t.id
+         WHERE a.spotify_id IS NULL
+        ORDER BY 1, 2
+        ON CONFLICT (kind, entity_id) DO NOTHING
+        """
+    )
+
+
+def apply_track_metadata(conn: psycopg.Connection[Any], tracks: Sequence[TrackRef]) -> None:
+    """Full track objects from the Web API (enrichment, top lists) fill and correct the catalog;
+    album and credit changes move every user's statistics, provisional rows under the same name
+    are merged. No play is recorded."""
+    full = [t for t in tracks if t.spotify_id]
+    if not full:
+        return
+    staged = _stage([Play(t, datetime(1970, 1, 1).astimezone(), "api", None) for t in full])
+    staged.plays.clear()
+    with conn.transaction(), conn.cursor() as cur:
+        ex = _Exec(cur, None)
+        ex("SELECT pg_advisory_xact_lock(%s)", (CATALOG_LOCK,))
+        _prepare(conn, ex)
+        _copy_staged(ex, staged)
+        staged.has_full = True
+        _upsert_catalog(ex, staged)
+        _record_gaps(ex)

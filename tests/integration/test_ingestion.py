@@ -1,0 +1,172 @@
+"""The ingestion core on a real PostgreSQL: dedupe, merge, catalog and exact statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from myi import stats
+from myi.ingestion import IngestResult, ingest
+from tests.fixtures.plays import account_play, api_play, at, extended_play
+
+
+def events(conn: psycopg.Connection[Any], user: int) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT x.spotify_id, x.name, e.played_at, e.ms_played, e.is_estimated, e.origin "
+        "FROM listening_events e JOIN tracks x ON x.id = e.track_id WHERE e.user_id = %s ORDER BY 3, 2",
+        (user,),
+    ).fetchall()
+
+
+def assert_exact(conn: psycopg.Connection[Any], user: int) -> None:
+    assert stats.verify(conn, user) == []
+
+
+def test_a_sync_batch_adds_plays_with_estimated_durations(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    result = ingest(db_conn, user, [api_play(1, at(0)), api_play(2, at(300))])
+    assert result == IngestResult(added=2)
+    rows = events(db_conn, user)
+    assert [(r[3], r[4], r[5]) for r in rows] == [(200_000, True, "api"), (200_000, True, "api")]
+    assert_exact(db_conn, user)
+
+
+def test_the_same_batch_twice_adds_nothing_the_second_time(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    batch = [api_play(1, at(0)), api_play(2, at(300)), api_play(1, at(900))]
+    assert ingest(db_conn, user, batch) == IngestResult(added=3)
+    assert ingest(db_conn, user, batch) == IngestResult(duplicates=3)
+    assert len(events(db_conn, user)) == 3
+    assert_exact(db_conn, user)
+
+
+def test_import_after_sync_merges_estimated_plays(db_conn: psycopg.Connection[Any], user: int) -> None:
+    ingest(db_conn, user, [api_play(1, at(0))])
+    result = ingest(db_conn, user, [extended_play(1, at(-4), ms=123_456)])
+    assert result == IngestResult(merged=1)
+    [row] = events(db_conn, user)
+    assert row[3:] == (123_456, False, "api")
+    total = db_conn.execute(
+        "SELECT plays, ms_played FROM stat_user WHERE user_id = %s AND grain = 0", (user,)
+    ).fetchone()
+    assert total == (1, 123_456)
+    assert_exact(db_conn, user)
+
+
+def test_plays_29_seconds_apart_merge_and_31_seconds_apart_stay_two(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    ingest(db_conn, user, [api_play(1, at(0)), api_play(2, at(1000))])
+    result = ingest(db_conn, user, [extended_play(1, at(29)), extended_play(2, at(1031))])
+    assert result == IngestResult(added=1, merged=1)
+    assert len(events(db_conn, user)) == 3
+    assert_exact(db_conn, user)
+
+
+def test_an_api_play_after_its_import_twin_adds_nothing(db_conn: psycopg.Connection[Any], user: int) -> None:
+    assert ingest(db_conn, user, [extended_play(1, at(0), ms=180_000)]) == IngestResult(added=1)
+    assert ingest(db_conn, user, [api_play(1, at(3))]) == IngestResult(duplicates=1)
+    [row] = events(db_conn, user)
+    assert row[3:] == (180_000, False, "extended")
+    # Its repeat changes nothing either, and a later real play of the track is a new play.
+    assert ingest(db_conn, user, [api_play(1, at(3)), api_play(1, at(400))]) == IngestResult(
+        added=1, duplicates=1
+    )
+    assert_exact(db_conn, user)
+
+
+def test_account_data_matches_within_the_minute(db_conn: psycopg.Connection[Any], user: int) -> None:
+    ingest(db_conn, user, [extended_play(1, at(45), ms=100_000), extended_play(2, at(600), ms=100_000)])
+    # endTime is the minute of the end of playback: 12:00 for a play ending 12:00:45.
+    result = ingest(db_conn, user, [account_play(1, at(45), ms=100_000), account_play(2, at(800), ms=90_000)])
+    assert result == IngestResult(added=1, duplicates=1)
+    assert len(events(db_conn, user)) == 3
+    assert_exact(db_conn, user)
+
+
+def test_reimporting_the_same_file_after_a_merge_adds_nothing(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    ingest(db_conn, user, [api_play(1, at(0))])
+    export = [extended_play(1, at(10), ms=170_000), extended_play(3, at(5000))]
+    assert ingest(db_conn, user, export) == IngestResult(added=1, merged=1)
+    assert ingest(db_conn, user, export) == IngestResult(duplicates=2)
+    account = [account_play(1, at(10), ms=170_000)]
+    assert ingest(db_conn, user, account) == IngestResult(duplicates=1)
+    assert len(events(db_conn, user)) == 2
+    assert_exact(db_conn, user)
+
+
+def test_two_plays_of_one_track_near_one_api_play_claim_it_once(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    ingest(db_conn, user, [api_play(1, at(0))])
+    result = ingest(
+        db_conn, user, [extended_play(1, at(-20), ms=40_000), extended_play(1, at(5), ms=150_000)]
+    )
+    assert result == IngestResult(added=1, merged=1)
+    rows = events(db_conn, user)
+    assert sorted(r[3] for r in rows) == [40_000, 150_000]
+    assert_exact(db_conn, user)
+
+
+def test_account_data_tracks_are_matched_to_known_tracks_by_name(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    ingest(db_conn, user, [extended_play(7, at(0))])
+    ingest(db_conn, user, [account_play(7, at(3600)), account_play(8, at(7200))])
+    tracks = db_conn.execute("SELECT spotify_id, name FROM tracks ORDER BY name").fetchall()
+    assert tracks == [("trk0000000000000000007", "Track 7"), (None, "Track 8")]
+    assert_exact(db_conn, user)
+
+
+def test_api_data_resolves_provisional_artists_and_albums_without_double_counting(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    other = db_conn.execute("INSERT INTO users (spotify_id) VALUES ('other') RETURNING id").fetchone()[0]
+    ingest(db_conn, user, [extended_play(1, at(0)), extended_play(5, at(600))])  # Artist 2 via both? no
+    ingest(db_conn, other, [extended_play(1, at(100))])
+    provisional = db_conn.execute("SELECT count(*) FROM artists WHERE spotify_id IS NULL").fetchone()[0]
+    assert provisional >= 1
+    ingest(db_conn, user, [api_play(1, at(5000))])
+    assert db_conn.execute("SELECT count(*) FROM artists WHERE name = 'Artist 1'").fetchone() == (1,)
+    assert db_conn.execute("SELECT spotify_id FROM artists WHERE name = 'Artist 1'").fetchone()[0]
+    artist_plays = db_conn.execute(
+        "SELECT s.plays FROM stat_artist s JOIN artists a ON a.id = s.artist_id "
+        "WHERE s.user_id = %s AND s.grain = 0 AND a.name = 'Artist 1'",
+        (user,),
+    ).fetchone()
+    assert artist_plays == (2,)
+    assert_exact(db_conn, user)
+    assert_exact(db_conn, other)
+
+
+def test_catalog_gaps_are_recorded_for_enrichment(db_conn: psycopg.Connection[Any], user: int) -> None:
+    ingest(db_conn, user, [extended_play(1, at(0))])
+    kinds = {r[0] for r in db_conn.execute("SELECT kind FROM catalog_gaps")}
+    assert kinds == {"track", "artist", "album"}
+
+
+def test_a_time_zone_change_moves_day_and_hour_buckets(db_conn: psycopg.Connection[Any], user: int) -> None:
+    # 2024-03-31 00:30 UTC is 2024-03-31 02:30 in Berlin... after the DST jump: 01:30 UTC +2 = 03:30.
+    from datetime import UTC, datetime
+
+    when = datetime(2024, 3, 31, 23, 30, tzinfo=UTC)
+    ingest(db_conn, user, [extended_play(1, when)])
+    day = db_conn.execute("SELECT bucket FROM stat_user WHERE user_id = %s AND grain = 2", (user,)).fetchone()
+    assert str(day[0]) == "2024-03-31"
+    assert stats.change_timezone(db_conn, user, "Europe/Berlin")
+    day = db_conn.execute("SELECT bucket FROM stat_user WHERE user_id = %s AND grain = 2", (user,)).fetchone()
+    assert str(day[0]) == "2024-04-01"
+    month = db_conn.execute(
+        "SELECT bucket FROM stat_track WHERE user_id = %s AND grain = 1", (user,)
+    ).fetchone()
+    assert str(month[0]) == "2024-04-01"
+    hour = db_conn.execute(
+        "SELECT weekday, hour FROM stat_hour WHERE user_id = %s AND grain = 0", (user,)
+    ).fetchone()
+    assert hour == (1, 1)  # Monday 01:30 CEST
+    assert_exact(db_conn, user)
