@@ -97,14 +97,15 @@ CREATE TEMP TABLE IF NOT EXISTS tmp_album_artists (
 CREATE TEMP TABLE IF NOT EXISTS tmp_tracks (
     tk integer PRIMARY KEY, spotify_id text, name text NOT NULL, name_key text NOT NULL,
     artist_key text NOT NULL, duration_ms integer, explicit boolean, ak integer, full_data boolean NOT NULL,
-    id bigint, album_id bigint, is_new boolean NOT NULL DEFAULT false
+    id bigint, album_id bigint, is_new boolean NOT NULL DEFAULT false, alt_ids bigint[]
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_track_artists (
     tk integer NOT NULL, rk integer NOT NULL, position smallint NOT NULL
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_plays (
     seq integer PRIMARY KEY, tk integer NOT NULL, played_at timestamptz NOT NULL, ms_played integer,
-    origin text NOT NULL, track_id bigint, action text, target timestamptz
+    origin text NOT NULL, track_id bigint, alt_ids bigint[], action text, target_track bigint,
+    target timestamptz
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_delta (
     track_id bigint NOT NULL, played_at timestamptz NOT NULL, plays integer NOT NULL, ms bigint NOT NULL
@@ -528,7 +529,8 @@ def _merge_artist(ex: _Exec, provisional: int, real: int) -> None:
     ex(
         """
         UPDATE track_artists ta SET artist_id = %(r)s WHERE ta.artist_id = %(p)s
-           AND NOT EXISTS (SELECT 1 FROM track_artists x WHERE x.track_id = ta.track_id AND x.artist_id = %(r)s)
+           AND NOT EXISTS (SELECT 1 FROM track_artists x
+                            WHERE x.track_id = ta.track_id AND x.artist_id = %(r)s)
         """,
         {"p": provisional, "r": real},
     )
@@ -587,7 +589,12 @@ def merge_album(conn: psycopg.Connection[Any], provisional_id: int, real_id: int
 # Events: dedupe and merge
 # ---------------------------------------------------------------------------------------------
 _MATCH_SQL = """
-UPDATE tmp_plays p SET track_id = t.id,
+-- A track's identity for matching: itself and every track of the same artist and name (an
+-- account-data record named a track that was provisional then and is known by id now, or the
+-- other way round).
+UPDATE tmp_tracks t SET alt_ids = ARRAY(
+    SELECT t.id UNION SELECT x.id FROM tracks x WHERE x.artist_key = t.artist_key AND x.name_key = t.name_key);
+UPDATE tmp_plays p SET track_id = t.id, alt_ids = t.alt_ids,
        ms_played = CASE WHEN p.origin = 'api' THEN COALESCE(x.duration_ms, 0) ELSE p.ms_played END
   FROM tmp_tracks t JOIN tracks x ON x.id = t.id
  WHERE t.tk = p.tk;
@@ -596,6 +603,12 @@ UPDATE tmp_plays p SET track_id = t.id,
 UPDATE tmp_plays p SET action = 'duplicate' FROM (
     SELECT seq, row_number() OVER (PARTITION BY track_id, played_at ORDER BY seq) AS n FROM tmp_plays
 ) d WHERE d.seq = p.seq AND d.n > 1;
+
+-- A record stored before, under another identity of its track: a duplicate.
+UPDATE tmp_plays p SET action = 'duplicate'
+ WHERE p.action IS NULL AND cardinality(p.alt_ids) > 1 AND EXISTS (
+       SELECT 1 FROM listening_events e WHERE e.user_id = %(user)s AND e.track_id = ANY (p.alt_ids)
+          AND e.played_at = p.played_at AND e.origin = p.origin);
 
 -- Another origin's record of the same play: same track, within 30 s (60 s where an account-data
 -- record, of minute precision, is involved). A stored play takes one record of each other origin:
@@ -610,7 +623,7 @@ WITH cand AS (
                  abs(extract(epoch FROM e.extended_twin_at - p.played_at))) AS dist
       FROM tmp_plays p
       JOIN listening_events e
-        ON e.user_id = %(user)s AND e.track_id = p.track_id
+        ON e.user_id = %(user)s AND e.track_id = ANY (p.alt_ids)
        AND e.played_at BETWEEN p.played_at - interval '90 seconds' AND p.played_at + interval '90 seconds'
      WHERE p.action IS NULL AND e.origin <> p.origin
 ), eligible AS (
@@ -623,7 +636,7 @@ WITH cand AS (
     SELECT DISTINCT ON (track_id, target) * FROM best
      ORDER BY track_id, target, (slot IS NOT NULL) DESC, dist, seq
 )
-UPDATE tmp_plays p SET target = c.target,
+UPDATE tmp_plays p SET target = c.target, target_track = c.track_id,
        action = CASE WHEN c.slot IS NOT NULL THEN 'duplicate'
                      WHEN c.e_origin = 'api' AND c.is_estimated AND p.origin <> 'api' THEN 'merge'
                      ELSE 'claim' END
@@ -640,7 +653,7 @@ def _write_events(ex: _Exec, user_id: int, import_id: uuid.UUID | None) -> Inges
         WITH old AS (
             SELECT e.track_id, e.played_at, e.ms_played FROM listening_events e
               JOIN tmp_plays p ON p.action IN ('merge', 'claim') AND e.user_id = %(user)s
-               AND e.track_id = p.track_id AND e.played_at = p.target
+               AND e.track_id = p.target_track AND e.played_at = p.target
         ), changed AS (
             UPDATE listening_events e SET
                    api_twin_at = CASE WHEN p.origin = 'api' THEN p.played_at ELSE e.api_twin_at END,
@@ -651,8 +664,8 @@ def _write_events(ex: _Exec, user_id: int, import_id: uuid.UUID | None) -> Inges
                    ms_played = CASE WHEN p.action = 'merge' THEN p.ms_played ELSE e.ms_played END,
                    is_estimated = CASE WHEN p.action = 'merge' THEN false ELSE e.is_estimated END
               FROM tmp_plays p
-             WHERE p.action IN ('merge', 'claim') AND e.user_id = %(user)s AND e.track_id = p.track_id
-               AND e.played_at = p.target
+             WHERE p.action IN ('merge', 'claim') AND e.user_id = %(user)s
+               AND e.track_id = p.target_track AND e.played_at = p.target
             RETURNING e.track_id, e.played_at, e.ms_played
         )
         INSERT INTO tmp_delta (track_id, played_at, plays, ms)
