@@ -593,7 +593,8 @@ _MATCH_SQL = """
 -- account-data record named a track that was provisional then and is known by id now, or the
 -- other way round).
 UPDATE tmp_tracks t SET alt_ids = ARRAY(
-    SELECT t.id UNION SELECT x.id FROM tracks x WHERE x.artist_key = t.artist_key AND x.name_key = t.name_key);
+    SELECT t.id UNION
+    SELECT x.id FROM tracks x WHERE x.artist_key = t.artist_key AND x.name_key = t.name_key);
 UPDATE tmp_plays p SET track_id = t.id, alt_ids = t.alt_ids,
        ms_played = CASE WHEN p.origin = 'api' THEN COALESCE(x.duration_ms, 0) ELSE p.ms_played END
   FROM tmp_tracks t JOIN tracks x ON x.id = t.id
