@@ -170,3 +170,53 @@ def test_a_time_zone_change_moves_day_and_hour_buckets(db_conn: psycopg.Connecti
     ).fetchone()
     assert hour == (1, 1)  # Monday 01:30 CEST
     assert_exact(db_conn, user)
+
+
+def test_bulk_ingestion_applies_statistics_once_and_exactly(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    from myi.ingestion import bulk_ingest
+
+    ingest(db_conn, user, [api_play(1, at(0))])
+    with bulk_ingest(db_conn, user) as bulk:
+        first = bulk.add([extended_play(1, at(3), ms=90_000), extended_play(2, at(500))])
+        second = bulk.add([extended_play(2, at(500)), account_play(3, at(9000))])
+    assert first == IngestResult(added=1, merged=1)
+    assert second == IngestResult(added=1, duplicates=1)
+    assert bulk.result == IngestResult(added=2, merged=1, duplicates=1)
+    assert_exact(db_conn, user)
+
+
+def test_a_failed_bulk_ingestion_leaves_nothing_behind(db_conn: psycopg.Connection[Any], user: int) -> None:
+    import pytest
+
+    from myi.ingestion import bulk_ingest
+
+    ingest(db_conn, user, [api_play(1, at(0))])
+    before = events(db_conn, user)
+    with pytest.raises(RuntimeError), bulk_ingest(db_conn, user) as bulk:
+        bulk.add([extended_play(1, at(3), ms=90_000), extended_play(2, at(500))])
+        raise RuntimeError("the file turned out to be broken")
+    assert events(db_conn, user) == before
+    assert_exact(db_conn, user)
+
+
+def test_merging_a_provisional_artist_keeps_every_users_statistics_exact(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    from myi.ingestion import merge_artist
+
+    other = db_conn.execute("INSERT INTO users (spotify_id) VALUES ('o2') RETURNING id").fetchone()[0]
+    ingest(db_conn, user, [extended_play(1, at(0)), extended_play(4, at(900))])  # both Artist 1
+    ingest(db_conn, other, [extended_play(4, at(50))])
+    ingest(db_conn, user, [api_play(7, at(5000), artist=9)])  # a real artist, another name
+    provisional = db_conn.execute("SELECT id FROM artists WHERE name = 'Artist 1'").fetchone()[0]
+    real = db_conn.execute("SELECT id FROM artists WHERE name = 'Artist 9'").fetchone()[0]
+    merge_artist(db_conn, provisional, real)
+    assert db_conn.execute("SELECT count(*) FROM artists WHERE id = %s", (provisional,)).fetchone() == (0,)
+    plays = db_conn.execute(
+        "SELECT user_id, plays FROM stat_artist WHERE artist_id = %s AND grain = 0 ORDER BY 1", (real,)
+    ).fetchall()
+    assert plays == [(user, 3), (other, 1)]
+    assert_exact(db_conn, user)
+    assert_exact(db_conn, other)

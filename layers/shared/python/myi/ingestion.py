@@ -116,10 +116,16 @@ CREATE TEMP TABLE IF NOT EXISTS tmp_album_moves (
 CREATE TEMP TABLE IF NOT EXISTS tmp_credit_moves (
     track_id bigint NOT NULL, artist_id bigint NOT NULL, sign integer NOT NULL
 ) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tmp_artist_merges (
+    p bigint PRIMARY KEY, r bigint NOT NULL
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tmp_album_merges (
+    p bigint PRIMARY KEY, r bigint NOT NULL
+) ON COMMIT DELETE ROWS;
 """
-_TEMP_NAMES = (
-    "tmp_artists, tmp_albums, tmp_album_artists, tmp_tracks, tmp_track_artists, tmp_plays, tmp_delta, "
-    "tmp_album_moves, tmp_credit_moves"
+_BATCH_TABLES = (
+    "tmp_artists, tmp_albums, tmp_album_artists, tmp_tracks, tmp_track_artists, tmp_plays, "
+    "tmp_album_moves, tmp_credit_moves, tmp_artist_merges, tmp_album_merges"
 )
 _prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
@@ -246,10 +252,7 @@ def ingest(
     """
     if not plays:
         return IngestResult()
-    for play in plays:
-        if play.played_at.tzinfo is None:
-            raise ValueError("played_at must be timezone-aware")
-    staged = _stage(plays)
+    staged = _stage_checked(plays)
     outer = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     if not outer:
         times = [p.played_at for p in plays]
@@ -257,46 +260,93 @@ def ingest(
     attempts = 1 if outer else MAX_ATTEMPTS
     for attempt in range(1, attempts + 1):
         try:
-            with conn.transaction():
-                return _ingest_batch(conn, user_id, staged, import_id, counter)
+            with conn.transaction(), conn.cursor() as cur:
+                ex = _Exec(cur, counter)
+                _lock(ex, user_id, exclusive_catalog=staged.has_full)
+                _prepare(conn, ex, keep_deltas=False)
+                counts = _ingest_batch(ex, user_id, staged, import_id)
+                _apply_deltas(ex, user_id)
+                return counts
         except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
             if attempt == attempts:
                 raise
     raise AssertionError("unreachable")
 
 
-def _prepare(conn: psycopg.Connection[Any], ex: _Exec) -> None:
+class BulkIngest:
+    """Many batches of one user's export records in ONE transaction, statistics applied once at
+    the end (an import's apply phase). Use :func:`bulk_ingest`; the caller ensures partitions for the
+    span first. Export records only: full API objects belong to :func:`ingest`."""
+
+    def __init__(self, ex: _Exec, user_id: int, import_id: uuid.UUID | None) -> None:
+        self._ex = ex
+        self._user_id = user_id
+        self._import_id = import_id
+        self.result = IngestResult()
+
+    def add(self, plays: Sequence[Play]) -> IngestResult:
+        if not plays:
+            return IngestResult()
+        staged = _stage_checked(plays)
+        if staged.has_full:
+            raise ValueError("bulk ingestion takes export records only")
+        self._ex(f"TRUNCATE {_BATCH_TABLES}")
+        counts = _ingest_batch(self._ex, self._user_id, staged, self._import_id)
+        self.result = self.result + counts
+        return counts
+
+
+@contextmanager
+def bulk_ingest(
+    conn: psycopg.Connection[Any],
+    user_id: int,
+    *,
+    import_id: uuid.UUID | None = None,
+    counter: StatementCounter | None = None,
+) -> Iterator[BulkIngest]:
+    """``with bulk_ingest(conn, user) as bulk: bulk.add(batch) ...``: every batch and the statistics
+    of all of them commit together when the block ends (or nothing does)."""
+    with conn.transaction(), conn.cursor() as cur:
+        ex = _Exec(cur, counter)
+        _lock(ex, user_id, exclusive_catalog=False)
+        _prepare(conn, ex, keep_deltas=False)
+        bulk = BulkIngest(ex, user_id, import_id)
+        yield bulk
+        _apply_deltas(ex, user_id)
+
+
+def _stage_checked(plays: Sequence[Play]) -> _Staged:
+    for play in plays:
+        if play.played_at.tzinfo is None:
+            raise ValueError("played_at must be timezone-aware")
+    return _stage(plays)
+
+
+def _lock(ex: _Exec, user_id: int, *, exclusive_catalog: bool) -> None:
+    lock = "pg_advisory_xact_lock" if exclusive_catalog else "pg_advisory_xact_lock_shared"
+    ex(
+        f"SELECT {lock}(%s), pg_advisory_xact_lock(%s, %s), (SELECT timezone FROM users WHERE id = %s)",
+        (CATALOG_LOCK, USER_LOCK_CLASS, user_id, user_id),
+    )
+    row = ex.cur.fetchone()
+    if row is None or row[2] is None:
+        raise LookupError(f"no user {user_id}")
+
+
+def _prepare(conn: psycopg.Connection[Any], ex: _Exec, *, keep_deltas: bool) -> None:
     if conn not in _prepared:
         ex.script(_TEMP_TABLES)
         _prepared.add(conn)
     else:
-        # Rows of an earlier batch of the same outer transaction are still there.
-        ex(f"TRUNCATE {_TEMP_NAMES}")
+        # Rows of an earlier batch of the same outer transaction may still be there.
+        ex(f"TRUNCATE {_BATCH_TABLES}" + ("" if keep_deltas else ", tmp_delta"))
 
 
-def _ingest_batch(
-    conn: psycopg.Connection[Any],
-    user_id: int,
-    st: _Staged,
-    import_id: uuid.UUID | None,
-    counter: StatementCounter | None,
-) -> IngestResult:
-    with conn.cursor() as cur:
-        ex = _Exec(cur, counter)
-        lock = "pg_advisory_xact_lock" if st.has_full else "pg_advisory_xact_lock_shared"
-        ex(
-            f"SELECT {lock}(%s), pg_advisory_xact_lock(%s, %s), (SELECT timezone FROM users WHERE id = %s)",
-            (CATALOG_LOCK, USER_LOCK_CLASS, user_id, user_id),
-        )
-        row = cur.fetchone()
-        if row is None or row[2] is None:
-            raise LookupError(f"no user {user_id}")
-        _prepare(conn, ex)
-        _copy_staged(ex, st)
-        _upsert_catalog(ex, st)
-        counts = _write_events(ex, user_id, import_id)
-        _apply_deltas(ex, user_id)
-        _record_gaps(ex)
+def _ingest_batch(ex: _Exec, user_id: int, st: _Staged, import_id: uuid.UUID | None) -> IngestResult:
+    _copy_staged(ex, st)
+    _upsert_catalog(ex, st)
+    counts = _write_events(ex, user_id, import_id)
+    _record_gaps(ex)
     return counts
 
 
@@ -325,6 +375,8 @@ def _copy_staged(ex: _Exec, st: _Staged) -> None:
     with ex.copy("COPY tmp_plays (seq, tk, played_at, ms_played, origin) FROM STDIN") as cp:
         for play in st.plays:
             cp.write_row(play)
+    # Temporary tables have no statistics until analysed; the plans below depend on them.
+    ex("ANALYZE tmp_artists, tmp_albums, tmp_album_artists, tmp_tracks, tmp_track_artists, tmp_plays")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,105 +536,116 @@ def _upsert_catalog(ex: _Exec, st: _Staged) -> None:
     # the same artist or album: merge them (exclusive catalog lock held).
     ex(
         """
-        SELECT DISTINCT p.id, r.id FROM tmp_credit_moves out
+        INSERT INTO tmp_artist_merges (p, r)
+        SELECT DISTINCT ON (p.id) p.id, r.id FROM tmp_credit_moves out
           JOIN artists p ON p.id = out.artist_id AND p.spotify_id IS NULL
           JOIN tmp_credit_moves inn ON inn.track_id = out.track_id AND inn.sign = 1
           JOIN artists r ON r.id = inn.artist_id AND r.spotify_id IS NOT NULL AND r.name_key = p.name_key
          WHERE out.sign = -1
+         ORDER BY p.id, r.id
         """
     )
-    for provisional, real in ex.cur.fetchall():
-        _merge_artist(ex, provisional, real)
+    _merge_artists(ex)
     ex(
         """
-        SELECT DISTINCT p.id, r.id FROM tmp_album_moves m
+        INSERT INTO tmp_album_merges (p, r)
+        SELECT DISTINCT ON (p.id) p.id, r.id FROM tmp_album_moves m
           JOIN albums p ON p.id = m.old_album AND p.spotify_id IS NULL
           JOIN albums r ON r.id = m.new_album AND r.spotify_id IS NOT NULL AND r.name_key = p.name_key
+         ORDER BY p.id, r.id
         """
     )
-    for provisional, real in ex.cur.fetchall():
-        _merge_album(ex, provisional, real)
+    _merge_albums(ex)
 
 
-def _merge_artist(ex: _Exec, provisional: int, real: int) -> None:
-    """Fold a provisional artist into a real one: credits move, statistics of every user move
-    (a track credited to both counts once), the provisional row goes."""
+def _merge_artists(ex: _Exec) -> None:
+    """Fold the provisional artists of ``tmp_artist_merges`` into their real ones: credits move,
+    every user's statistics move (a track credited to both counts once), the provisional rows go."""
     ex(
         """
-        WITH moving AS (
-            SELECT ta.track_id FROM track_artists ta
-             WHERE ta.artist_id = %(p)s
-               AND NOT EXISTS (SELECT 1 FROM track_artists x WHERE x.track_id = ta.track_id
-                                AND x.artist_id = %(r)s)
-        )
         INSERT INTO stat_artist (user_id, grain, bucket, artist_id, plays, ms_played)
-        SELECT st.user_id, st.grain, st.bucket, %(r)s, sum(st.plays), sum(st.ms_played)
-          FROM moving JOIN stat_track st ON st.track_id = moving.track_id
-         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        SELECT st.user_id, st.grain, st.bucket, m.r, sum(st.plays), sum(st.ms_played)
+          FROM tmp_artist_merges m
+          JOIN track_artists ta ON ta.artist_id = m.p
+          JOIN stat_track st ON st.track_id = ta.track_id
+         WHERE NOT EXISTS (SELECT 1 FROM track_artists x
+                            WHERE x.track_id = ta.track_id AND x.artist_id = m.r)
+         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
         ON CONFLICT (user_id, grain, bucket, artist_id) DO UPDATE
            SET plays = stat_artist.plays + EXCLUDED.plays,
                ms_played = stat_artist.ms_played + EXCLUDED.ms_played
-        """,
-        {"p": provisional, "r": real},
+        """
     )
-    ex("DELETE FROM stat_artist WHERE artist_id = %s", (provisional,))
+    ex("DELETE FROM stat_artist s USING tmp_artist_merges m WHERE s.artist_id = m.p")
     ex(
         """
-        UPDATE track_artists ta SET artist_id = %(r)s WHERE ta.artist_id = %(p)s
+        UPDATE track_artists ta SET artist_id = m.r FROM tmp_artist_merges m
+         WHERE ta.artist_id = m.p
            AND NOT EXISTS (SELECT 1 FROM track_artists x
-                            WHERE x.track_id = ta.track_id AND x.artist_id = %(r)s)
-        """,
-        {"p": provisional, "r": real},
+                            WHERE x.track_id = ta.track_id AND x.artist_id = m.r)
+        """
     )
-    ex("DELETE FROM track_artists WHERE artist_id = %s", (provisional,))
+    ex("DELETE FROM track_artists ta USING tmp_artist_merges m WHERE ta.artist_id = m.p")
     ex(
         """
         INSERT INTO album_artists (album_id, artist_id, position)
-        SELECT album_id, %(r)s, position FROM album_artists WHERE artist_id = %(p)s
+        SELECT aa.album_id, m.r, aa.position
+          FROM album_artists aa JOIN tmp_artist_merges m ON aa.artist_id = m.p
+         ORDER BY 1, 2
         ON CONFLICT DO NOTHING
-        """,
-        {"p": provisional, "r": real},
+        """
     )
-    ex("DELETE FROM catalog_gaps WHERE kind = 'artist' AND entity_id = %s", (provisional,))
-    ex("DELETE FROM artists WHERE id = %s", (provisional,))
+    ex("DELETE FROM album_artists aa USING tmp_artist_merges m WHERE aa.artist_id = m.p")
+    ex("DELETE FROM catalog_gaps g USING tmp_artist_merges m WHERE g.kind = 'artist' AND g.entity_id = m.p")
+    ex("DELETE FROM artists a USING tmp_artist_merges m WHERE a.id = m.p")
 
 
-def _merge_album(ex: _Exec, provisional: int, real: int) -> None:
-    """Fold a provisional album into a real one: its tracks and every user's statistics move."""
+def _merge_albums(ex: _Exec) -> None:
+    """Fold the provisional albums of ``tmp_album_merges`` into their real ones: tracks and every
+    user's statistics move, the provisional rows go."""
     ex(
         """
-        WITH moving AS (SELECT id FROM tracks WHERE album_id = %(p)s)
         INSERT INTO stat_album (user_id, grain, bucket, album_id, plays, ms_played)
-        SELECT st.user_id, st.grain, st.bucket, %(r)s, sum(st.plays), sum(st.ms_played)
-          FROM moving JOIN stat_track st ON st.track_id = moving.id
-         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        SELECT st.user_id, st.grain, st.bucket, m.r, sum(st.plays), sum(st.ms_played)
+          FROM tmp_album_merges m
+          JOIN tracks x ON x.album_id = m.p
+          JOIN stat_track st ON st.track_id = x.id
+         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
         ON CONFLICT (user_id, grain, bucket, album_id) DO UPDATE
            SET plays = stat_album.plays + EXCLUDED.plays,
                ms_played = stat_album.ms_played + EXCLUDED.ms_played
-        """,
-        {"p": provisional, "r": real},
+        """
     )
-    ex("DELETE FROM stat_album WHERE album_id = %s", (provisional,))
-    ex("UPDATE tracks SET album_id = %s, updated_at = now() WHERE album_id = %s", (real, provisional))
-    ex("DELETE FROM catalog_gaps WHERE kind = 'album' AND entity_id = %s", (provisional,))
-    ex("DELETE FROM album_artists WHERE album_id = %s", (provisional,))
-    ex("DELETE FROM albums WHERE id = %s", (provisional,))
+    ex("DELETE FROM stat_album s USING tmp_album_merges m WHERE s.album_id = m.p")
+    ex(
+        "UPDATE tracks x SET album_id = m.r, updated_at = now() "
+        "FROM tmp_album_merges m WHERE x.album_id = m.p"
+    )
+    ex("DELETE FROM catalog_gaps g USING tmp_album_merges m WHERE g.kind = 'album' AND g.entity_id = m.p")
+    ex("DELETE FROM album_artists aa USING tmp_album_merges m WHERE aa.album_id = m.p")
+    ex("DELETE FROM albums a USING tmp_album_merges m WHERE a.id = m.p")
+
+
+def _merge_one(conn: psycopg.Connection[Any], table: str, provisional_id: int, real_id: int) -> None:
+    with conn.transaction(), conn.cursor() as cur:
+        ex = _Exec(cur, None)
+        ex("SELECT pg_advisory_xact_lock(%s)", (CATALOG_LOCK,))
+        _prepare(conn, ex, keep_deltas=False)
+        ex(f"INSERT INTO {table} (p, r) VALUES (%s, %s)", (provisional_id, real_id))
+        if table == "tmp_artist_merges":
+            _merge_artists(ex)
+        else:
+            _merge_albums(ex)
 
 
 def merge_artist(conn: psycopg.Connection[Any], provisional_id: int, real_id: int) -> None:
-    """Resolve a provisional artist to a real one (enrichment), statistics exact afterwards."""
-    with conn.transaction(), conn.cursor() as cur:
-        ex = _Exec(cur, None)
-        ex("SELECT pg_advisory_xact_lock(%s)", (CATALOG_LOCK,))
-        _merge_artist(ex, provisional_id, real_id)
+    """Resolve a provisional artist to a real one (enrichment); statistics stay exact."""
+    _merge_one(conn, "tmp_artist_merges", provisional_id, real_id)
 
 
 def merge_album(conn: psycopg.Connection[Any], provisional_id: int, real_id: int) -> None:
-    """Resolve a provisional album to a real one (enrichment), statistics exact afterwards."""
-    with conn.transaction(), conn.cursor() as cur:
-        ex = _Exec(cur, None)
-        ex("SELECT pg_advisory_xact_lock(%s)", (CATALOG_LOCK,))
-        _merge_album(ex, provisional_id, real_id)
+    """Resolve a provisional album to a real one (enrichment); statistics stay exact."""
+    _merge_one(conn, "tmp_album_merges", provisional_id, real_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,10 +686,14 @@ WITH cand AS (
            LEAST(abs(extract(epoch FROM e.played_at - p.played_at)),
                  abs(extract(epoch FROM e.extended_twin_at - p.played_at))) AS dist
       FROM tmp_plays p
-      JOIN listening_events e
-        ON e.user_id = %(user)s AND e.track_id = ANY (p.alt_ids)
-       AND e.played_at BETWEEN p.played_at - interval '90 seconds' AND p.played_at + interval '90 seconds'
-     WHERE p.action IS NULL AND e.origin <> p.origin
+     CROSS JOIN LATERAL (
+           SELECT * FROM listening_events e
+            WHERE e.user_id = %(user)s AND e.track_id = ANY (p.alt_ids)
+              AND e.played_at BETWEEN p.played_at - interval '90 seconds'
+                                  AND p.played_at + interval '90 seconds'
+              AND e.origin <> p.origin
+           OFFSET 0) e  -- a fence: one index probe per record, whatever the statistics say
+     WHERE p.action IS NULL
 ), eligible AS (
     SELECT * FROM cand
      WHERE (slot IS NULL OR slot = played_at)
@@ -688,17 +755,16 @@ def _write_events(ex: _Exec, user_id: int, import_id: uuid.UUID | None) -> Inges
             ON CONFLICT (user_id, track_id, played_at) DO NOTHING
             RETURNING track_id, played_at, ms_played
         )
-        INSERT INTO tmp_delta (track_id, played_at, plays, ms)
-        SELECT track_id, played_at, 1, ms_played FROM added
-        """,
-        {**params, "import_id": import_id},
-    )
-    ex(
-        """
-        SELECT (SELECT count(*) FROM tmp_delta WHERE plays = 1),
+        , delta AS (
+            INSERT INTO tmp_delta (track_id, played_at, plays, ms)
+            SELECT track_id, played_at, 1, ms_played FROM added
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM delta),
                (SELECT count(*) FROM tmp_plays WHERE action = 'merge'),
                (SELECT count(*) FROM tmp_plays)
-        """
+        """,
+        {**params, "import_id": import_id},
     )
     row = ex.cur.fetchone()
     assert row is not None
@@ -710,53 +776,60 @@ def _write_events(ex: _Exec, user_id: int, import_id: uuid.UUID | None) -> Inges
 # Statistics
 # ---------------------------------------------------------------------------------------------
 _DELTA_SQL = """
-WITH d AS (
-    SELECT d.track_id, d.plays, d.ms,
-           (d.played_at AT TIME ZONE u.timezone) AS local
+WITH d AS MATERIALIZED (
+    SELECT d.track_id, d.plays, d.ms, (d.played_at AT TIME ZONE u.timezone) AS local
       FROM tmp_delta d CROSS JOIN (SELECT timezone FROM users WHERE id = %(user)s) u
-), g AS (
-    SELECT d.*, grain.g,
-           CASE grain.g WHEN 0 THEN DATE '1970-01-01'
-                        WHEN 1 THEN date_trunc('month', d.local)::date
-                        ELSE d.local::date END AS bucket
-      FROM d CROSS JOIN (VALUES (0), (1), (2)) AS grain(g)
+), m AS MATERIALIZED (
+    SELECT track_id, date_trunc('month', local)::date AS bucket, sum(plays) AS plays, sum(ms) AS ms
+      FROM d GROUP BY 1, 2
+), tg AS MATERIALIZED (
+    SELECT 1 AS g, bucket, track_id, plays, ms FROM m
+    UNION ALL
+    SELECT 0, DATE '1970-01-01', track_id, sum(plays), sum(ms) FROM m GROUP BY track_id
 ), t AS (
     INSERT INTO stat_track (user_id, grain, bucket, track_id, plays, ms_played)
-    SELECT %(user)s, g, bucket, track_id, sum(plays), sum(ms) FROM g WHERE g < 2
-     GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
+    SELECT %(user)s, g, bucket, track_id, plays, ms FROM tg ORDER BY 2, 3, 4
     ON CONFLICT (user_id, grain, bucket, track_id) DO UPDATE
        SET plays = stat_track.plays + EXCLUDED.plays, ms_played = stat_track.ms_played + EXCLUDED.ms_played
     RETURNING 1
 ), a AS (
     INSERT INTO stat_artist (user_id, grain, bucket, artist_id, plays, ms_played)
-    SELECT %(user)s, g, bucket, ta.artist_id, sum(plays), sum(ms) FROM g
-      JOIN track_artists ta ON ta.track_id = g.track_id
-     WHERE g < 2
+    SELECT %(user)s, g, bucket, ta.artist_id, sum(plays), sum(ms)
+      FROM tg JOIN track_artists ta ON ta.track_id = tg.track_id
      GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
     ON CONFLICT (user_id, grain, bucket, artist_id) DO UPDATE
        SET plays = stat_artist.plays + EXCLUDED.plays, ms_played = stat_artist.ms_played + EXCLUDED.ms_played
     RETURNING 1
 ), al AS (
     INSERT INTO stat_album (user_id, grain, bucket, album_id, plays, ms_played)
-    SELECT %(user)s, g, bucket, x.album_id, sum(plays), sum(ms) FROM g
-      JOIN tracks x ON x.id = g.track_id
-     WHERE g < 2 AND x.album_id IS NOT NULL
+    SELECT %(user)s, g, bucket, x.album_id, sum(plays), sum(ms)
+      FROM tg JOIN tracks x ON x.id = tg.track_id
+     WHERE x.album_id IS NOT NULL
      GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
     ON CONFLICT (user_id, grain, bucket, album_id) DO UPDATE
        SET plays = stat_album.plays + EXCLUDED.plays, ms_played = stat_album.ms_played + EXCLUDED.ms_played
     RETURNING 1
+), days AS MATERIALIZED (
+    SELECT local::date AS day, sum(plays) AS plays, sum(ms) AS ms FROM d GROUP BY 1
 ), u AS (
     INSERT INTO stat_user (user_id, grain, bucket, plays, ms_played)
-    SELECT %(user)s, g, bucket, sum(plays), sum(ms) FROM g
+    SELECT %(user)s, g, bucket, sum(plays), sum(ms) FROM (
+        SELECT 2 AS g, day AS bucket, plays, ms FROM days
+        UNION ALL SELECT 1, date_trunc('month', day)::date, plays, ms FROM days
+        UNION ALL SELECT 0, DATE '1970-01-01', plays, ms FROM days) x
      GROUP BY 2, 3 ORDER BY 2, 3
     ON CONFLICT (user_id, grain, bucket) DO UPDATE
        SET plays = stat_user.plays + EXCLUDED.plays, ms_played = stat_user.ms_played + EXCLUDED.ms_played
     RETURNING 1
+), hm AS MATERIALIZED (
+    SELECT date_trunc('month', local)::date AS bucket, extract(isodow FROM local)::smallint AS weekday,
+           extract(hour FROM local)::smallint AS hour, sum(plays) AS plays, sum(ms) AS ms
+      FROM d GROUP BY 1, 2, 3
 ), h AS (
     INSERT INTO stat_hour (user_id, grain, bucket, weekday, hour, plays, ms_played)
-    SELECT %(user)s, g, bucket, extract(isodow FROM local)::smallint, extract(hour FROM local)::smallint,
-           sum(plays), sum(ms) FROM g
-     WHERE g < 2
+    SELECT %(user)s, g, bucket, weekday, hour, sum(plays), sum(ms) FROM (
+        SELECT 1 AS g, bucket, weekday, hour, plays, ms FROM hm
+        UNION ALL SELECT 0, DATE '1970-01-01', weekday, hour, plays, ms FROM hm) x
      GROUP BY 2, 3, 4, 5 ORDER BY 2, 3, 4, 5
     ON CONFLICT (user_id, grain, bucket, weekday, hour) DO UPDATE
        SET plays = stat_hour.plays + EXCLUDED.plays, ms_played = stat_hour.ms_played + EXCLUDED.ms_played
@@ -805,7 +878,7 @@ def apply_track_metadata(conn: psycopg.Connection[Any], tracks: Sequence[TrackRe
     with conn.transaction(), conn.cursor() as cur:
         ex = _Exec(cur, None)
         ex("SELECT pg_advisory_xact_lock(%s)", (CATALOG_LOCK,))
-        _prepare(conn, ex)
+        _prepare(conn, ex, keep_deltas=False)
         _copy_staged(ex, staged)
         staged.has_full = True
         _upsert_catalog(ex, staged)
