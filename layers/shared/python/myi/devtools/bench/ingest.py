@@ -1,14 +1,16 @@
 """Ingestion figures: bulk import speed against a plain COPY, and the statements of a sync batch.
 
-``ingest_events_per_s``: 1,000,000 synthetic plays of one user over ten years, 30,000 distinct tracks
-(a Zipf-like mix, as real listening is), through :func:`myi.ingestion.bulk_ingest` (the import's
-path) in batches of the import's size, statistics included. ``ingest_vs_copy_ratio``: that time over a plain COPY of the same rows into an
-unindexed table, measured in the same run. ``sync_batch_statements``: SQL statements one 50-play API
-batch sends (and the same for 500 plays, to show it does not grow).
+``ingest_events_per_s``: 1,000,000 synthetic plays of one user over ten years, 30,000 distinct
+tracks (a Zipf-like mix, as real listening is), through :func:`myi.ingestion.bulk_ingest` (the
+import's path) in batches of the import's size, statistics included. ``ingest_vs_copy_ratio``: that
+time over a plain COPY of the same rows into an unindexed table, measured in the same run.
+``sync_batch_statements``: SQL statements one 50-play API batch sends (and the same for 500 plays,
+to show it does not grow). ``MYI_BENCH_PLAYS`` overrides the number of plays for a quick run.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +24,7 @@ from myi.ingestion import StatementCounter, bulk_ingest, ingest
 from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
 from myi.settings import Settings
 
-TOTAL_PLAYS = int(__import__("os").environ.get("MYI_BENCH_PLAYS", "1000000"))
+TOTAL_PLAYS = int(os.environ.get("MYI_BENCH_PLAYS", "1000000"))
 DISTINCT_TRACKS = 30_000
 YEARS = 10
 START = datetime(2015, 1, 1, tzinfo=UTC)
