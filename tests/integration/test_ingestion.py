@@ -187,6 +187,25 @@ def test_bulk_ingestion_applies_statistics_once_and_exactly(
     assert_exact(db_conn, user)
 
 
+def test_bulk_ingestion_matches_across_identities_learnt_in_later_batches(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    """A track resolved in an early batch gains another identity in a later one (a second id of
+    the same artist and name): its next records still find the plays stored under that one."""
+    from dataclasses import replace
+
+    from myi.ingestion import bulk_ingest
+
+    first = extended_play(5, at(0))
+    relinked = replace(first, track=replace(first.track, spotify_id="trk-relinked"), played_at=at(7200))
+    with bulk_ingest(db_conn, user) as bulk:
+        assert bulk.add([first]) == IngestResult(added=1)
+        assert bulk.add([relinked]) == IngestResult(added=1)
+        assert bulk.add([extended_play(5, at(7200)), extended_play(5, at(0))]) == IngestResult(duplicates=2)
+    assert len(events(db_conn, user)) == 2
+    assert_exact(db_conn, user)
+
+
 def test_a_failed_bulk_ingestion_leaves_nothing_behind(db_conn: psycopg.Connection[Any], user: int) -> None:
     import pytest
 

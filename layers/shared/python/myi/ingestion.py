@@ -82,6 +82,11 @@ class _Staged:
     has_full: bool = False
 
 
+# Track key -> (track id, the ids of the track's identity, its (artist key, name key)): tracks a
+# bulk ingestion has resolved.
+KnownTracks = dict[tuple[str, ...], tuple[int, list[int], tuple[str, str]]]
+
+
 _TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS tmp_artists (
     rk integer PRIMARY KEY, spotify_id text, name text NOT NULL, name_key text NOT NULL,
@@ -168,7 +173,9 @@ def _artist_key(a: ArtistRef) -> tuple[str, ...]:
     return ("s", a.spotify_id) if a.spotify_id else ("p", name_key(a.name))
 
 
-def _stage(plays: Sequence[Play]) -> _Staged:
+def _stage(plays: Sequence[Play], known: KnownTracks | None = None) -> _Staged:
+    """Rows for the temporary tables. Plays of tracks in ``known`` (resolved earlier in the same
+    transaction) skip the catalog: they go straight to ``tmp_plays`` with their ids."""
     st = _Staged()
 
     def artist(a: ArtistRef) -> int:
@@ -215,6 +222,10 @@ def _stage(plays: Sequence[Play]) -> _Staged:
             and t.album.spotify_id
         )
         key: tuple[str, ...] = ("s", t.spotify_id) if t.spotify_id else ("p", akey, name_key(t.name))
+        if known is not None and not full and key in known:
+            track_id, alt_ids, _ = known[key]
+            st.plays.append((seq, -1, play.played_at, play.ms_played, play.origin, track_id, alt_ids))
+            continue
         row = st.tracks.get(key)
         if row is None or (full and not row[8]):
             tk = row[0] if row is not None else len(st.tracks)
@@ -230,7 +241,7 @@ def _stage(plays: Sequence[Play]) -> _Staged:
         elif row[5] is None and t.duration_ms is not None:
             row[5] = t.duration_ms
         ms = play.ms_played if play.origin != "api" else None
-        st.plays.append((seq, row[0], play.played_at, ms, play.origin))
+        st.plays.append((seq, row[0], play.played_at, ms, play.origin, None, None))
     return st
 
 
@@ -282,16 +293,28 @@ class BulkIngest:
         self._ex = ex
         self._user_id = user_id
         self._import_id = import_id
+        self._known: KnownTracks = {}
         self.result = IngestResult()
 
     def add(self, plays: Sequence[Play]) -> IngestResult:
         if not plays:
             return IngestResult()
-        staged = _stage_checked(plays)
+        staged = _stage_checked(plays, self._known)
         if staged.has_full:
             raise ValueError("bulk ingestion takes export records only")
         self._ex(f"TRUNCATE {_BATCH_TABLES}")
         counts = _ingest_batch(self._ex, self._user_id, staged, self._import_id)
+        # Tracks resolved by this batch skip the catalog in the next ones (the shared catalog lock
+        # held by this transaction keeps them as they are until it ends). A track this batch created
+        # joins the identity of known tracks of the same artist and name: those are looked up again.
+        by_tk = {row[0]: key for key, row in staged.tracks.items()}
+        rows = self._ex("SELECT tk, id, alt_ids, artist_key, name_key, is_new FROM tmp_tracks").fetchall()
+        stale = {(r[3], r[4]) for r in rows if r[5]}
+        if stale:
+            for key in [k for k, v in self._known.items() if v[2] in stale]:
+                del self._known[key]
+        for tk, track_id, alt_ids, artist_key, track_name_key, _ in rows:
+            self._known[by_tk[tk]] = (int(track_id), list(alt_ids), (artist_key, track_name_key))
         self.result = self.result + counts
         return counts
 
@@ -315,11 +338,11 @@ def bulk_ingest(
         _apply_deltas(ex, user_id)
 
 
-def _stage_checked(plays: Sequence[Play]) -> _Staged:
+def _stage_checked(plays: Sequence[Play], known: KnownTracks | None = None) -> _Staged:
     for play in plays:
         if play.played_at.tzinfo is None:
             raise ValueError("played_at must be timezone-aware")
-    return _stage(plays)
+    return _stage(plays, known)
 
 
 def _lock(ex: _Exec, user_id: int, *, exclusive_catalog: bool) -> None:
@@ -372,7 +395,9 @@ def _copy_staged(ex: _Exec, st: _Staged) -> None:
     with ex.copy("COPY tmp_track_artists (tk, rk, position) FROM STDIN") as cp:
         for (tk, rk), pos in st.track_artists.items():
             cp.write_row((tk, rk, pos))
-    with ex.copy("COPY tmp_plays (seq, tk, played_at, ms_played, origin) FROM STDIN") as cp:
+    with ex.copy(
+        "COPY tmp_plays (seq, tk, played_at, ms_played, origin, track_id, alt_ids) FROM STDIN"
+    ) as cp:
         for play in st.plays:
             cp.write_row(play)
     # Temporary tables have no statistics until analysed; the plans below depend on them.
