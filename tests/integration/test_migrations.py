@@ -73,8 +73,9 @@ def test_deleting_a_user_removes_all_their_rows(db_conn: psycopg.Connection[Any]
             (user, track),
         )
         db_conn.execute(
-            "INSERT INTO sessions (id_hash, user_id, expires_at) VALUES (%s, %s, now() + interval '1 day')",
-            (f"h{user}".encode(), user),
+            "INSERT INTO sessions (id_hash, user_mac, user_id, expires_at) "
+            "VALUES (%s, %s, %s, now() + interval '1 day')",
+            (f"h{user}".encode(), b"m", user),
         )
     db_conn.execute("DELETE FROM users WHERE id = %s", (uid,))
     tables = [

@@ -1,0 +1,128 @@
+"""Sessions: an opaque random id in the ``myi_session`` cookie, stored server-side as a digest.
+
+A session lives ``SESSION_TTL_DAYS`` from its last use (sliding; the row and the cookie are renewed at
+most once every ``RENEW_AFTER``), and is revoked by logout or by deleting the user. Only SHA-256
+digests are stored, so a copy of the table opens no session; the row is bound to its user (see
+migration 0002), so a row moved to another user opens nothing either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from aws_lambda_powertools.shared.cookies import Cookie, SameSite
+
+from myi.settings import Settings
+
+COOKIE = "myi_session"
+RENEW_AFTER = timedelta(hours=1)
+_TOKEN_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Session:
+    user_id: int
+    expires_at: datetime
+    renewed: bool  # the expiry moved: send the cookie again
+
+
+def _digest(raw: str) -> bytes:
+    return hashlib.sha256(raw.encode()).digest()
+
+
+def _binding(raw: str, user_id: int) -> bytes:
+    return hashlib.sha256(f"{raw}:{user_id}".encode()).digest()
+
+
+def create(
+    conn: psycopg.Connection[Any], user_id: int, settings: Settings, *, now: datetime, user_agent: str | None
+) -> str:
+    """A new session for ``user_id``; returns the cookie value (never stored)."""
+    raw = secrets.token_urlsafe(_TOKEN_BYTES)
+    conn.execute(
+        "INSERT INTO sessions (id_hash, user_mac, user_id, created_at, last_seen_at, expires_at, user_agent) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (
+            _digest(raw),
+            _binding(raw, user_id),
+            user_id,
+            now,
+            now,
+            now + timedelta(days=settings.session_ttl_days),
+            (user_agent or "")[:300] or None,
+        ),
+    )
+    return raw
+
+
+def resolve(
+    conn: psycopg.Connection[Any], raw: str | None, settings: Settings, *, now: datetime
+) -> Session | None:
+    """The live session of a cookie value, renewed when due; None when there is none."""
+    if not raw or len(raw) > 128:
+        return None
+    row = conn.execute(
+        "SELECT user_id, user_mac, expires_at, last_seen_at FROM sessions "
+        "WHERE id_hash = %s AND revoked_at IS NULL AND expires_at > %s",
+        (_digest(raw), now),
+    ).fetchone()
+    if row is None:
+        return None
+    user_id, user_mac, expires_at, last_seen_at = int(row[0]), bytes(row[1]), row[2], row[3]
+    if not secrets.compare_digest(user_mac, _binding(raw, user_id)):
+        return None
+    if now - last_seen_at < RENEW_AFTER:
+        return Session(user_id, expires_at, renewed=False)
+    expires_at = now + timedelta(days=settings.session_ttl_days)
+    conn.execute(
+        "UPDATE sessions SET last_seen_at = %s, expires_at = %s WHERE id_hash = %s AND revoked_at IS NULL",
+        (now, expires_at, _digest(raw)),
+    )
+    return Session(user_id, expires_at, renewed=True)
+
+
+def revoke(conn: psycopg.Connection[Any], raw: str | None, *, now: datetime) -> bool:
+    if not raw or len(raw) > 128:
+        return False
+    cur = conn.execute(
+        "UPDATE sessions SET revoked_at = %s WHERE id_hash = %s AND revoked_at IS NULL", (now, _digest(raw))
+    )
+    return cur.rowcount > 0
+
+
+def cookie_value(cookies: list[str] | None) -> str | None:
+    """The ``myi_session`` value among a request's cookies (API Gateway v2 ``cookies``)."""
+    for item in cookies or ():
+        name, _, value = item.strip().partition("=")
+        if name == COOKIE and value:
+            return value
+    return None
+
+
+def set_cookie(raw: str, settings: Settings) -> Cookie:
+    return Cookie(
+        COOKIE,
+        raw,
+        path="/",
+        secure=settings.api_is_https,
+        http_only=True,
+        max_age=settings.session_ttl_days * 86400,
+        same_site=SameSite.LAX_MODE,
+    )
+
+
+def clear_cookie(settings: Settings) -> Cookie:
+    return Cookie(
+        COOKIE,
+        "",
+        path="/",
+        secure=settings.api_is_https,
+        http_only=True,
+        max_age=0,
+        same_site=SameSite.LAX_MODE,
+    )

@@ -1,0 +1,111 @@
+"""The token vault: Spotify tokens encrypted at rest with AES-256-GCM.
+
+Every encryption uses a fresh random 96-bit nonce; the stored value is ``nonce || ciphertext+tag``.
+The associated data binds a ciphertext to its user and its purpose (refresh or access token), so a
+value copied to another user's row, or from one column to the other, fails to decrypt.
+
+Keys live in one Secrets Manager secret, ``{"current": N, "keys": {"1": "<base64 32 bytes>", ...}}``,
+read through Powertools parameters with caching. The key version is stored beside each ciphertext:
+new writes use the current version, older versions still decrypt, so keys rotate by adding a version
+and making it current (old ciphertexts are re-encrypted as tokens are refreshed).
+
+Error messages never contain a token, a key or a ciphertext.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from myi import aws
+from myi.settings import Settings
+
+Purpose = Literal["refresh", "access"]
+NONCE_BYTES = 12
+KEY_CACHE_S = 300
+
+
+class VaultError(Exception):
+    """A value cannot be encrypted or decrypted (wrong key, user, purpose, or tampered)."""
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    current: int
+    keys: dict[int, bytes]
+
+    def __post_init__(self) -> None:
+        if self.current not in self.keys:
+            raise VaultError(f"the token key secret has no key for its current version {self.current}")
+        for version, key in self.keys.items():
+            if len(key) != 32:
+                raise VaultError(f"token key version {version} is not 32 bytes (AES-256)")
+
+    @classmethod
+    def from_secret(cls, secret: str | dict[str, Any]) -> KeyRing:
+        try:
+            data = json.loads(secret) if isinstance(secret, str) else secret
+            keys = {int(v): base64.b64decode(k, validate=True) for v, k in data["keys"].items()}
+            return cls(current=int(data["current"]), keys=keys)
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise VaultError(
+                'the token key secret must look like {"current": N, "keys": {"N": "<base64>"}}'
+            ) from exc
+
+
+def _aad(user_id: int, purpose: Purpose) -> bytes:
+    return f"myi:{purpose}:{user_id}".encode()
+
+
+def encrypt(ring: KeyRing, plaintext: str, *, user_id: int, purpose: Purpose) -> tuple[bytes, int]:
+    """``(nonce || ciphertext+tag, key version)``."""
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = AESGCM(ring.keys[ring.current]).encrypt(nonce, plaintext.encode(), _aad(user_id, purpose))
+    return nonce + sealed, ring.current
+
+
+def decrypt(ring: KeyRing, blob: bytes, version: int, *, user_id: int, purpose: Purpose) -> str:
+    key = ring.keys.get(version)
+    if key is None:
+        raise VaultError(f"no token key of version {version}")
+    data = bytes(blob)
+    if len(data) <= NONCE_BYTES + 16:
+        raise VaultError("the stored token is truncated")
+    try:
+        return AESGCM(key).decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], _aad(user_id, purpose)).decode()
+    except InvalidTag:
+        raise VaultError("the stored token does not decrypt for this user") from None
+
+
+_providers: dict[str | None, SecretsProvider] = {}
+_providers_lock = threading.Lock()
+
+
+def load_keyring(settings: Settings, *, force: bool = False) -> KeyRing:
+    """The key ring from Secrets Manager, cached for a few minutes per execution environment."""
+    with _providers_lock:
+        provider = _providers.get(settings.aws_endpoint_url)
+        if provider is None:
+            provider = SecretsProvider(boto3_client=aws.client("secretsmanager", settings))
+            _providers[settings.aws_endpoint_url] = provider
+    secret = provider.get(settings.token_key_secret_id, max_age=KEY_CACHE_S, force_fetch=force)
+    if secret is None:
+        raise VaultError(f"the token key secret {settings.token_key_secret_id} is empty")
+    return KeyRing.from_secret(secret if isinstance(secret, str) else bytes(secret).decode())
+
+
+def reset_key_cache() -> None:
+    """Forget cached keys and providers (tests that switch emulators or rotate keys)."""
+    with _providers_lock:
+        for provider in _providers.values():
+            provider.clear_cache()
+        _providers.clear()

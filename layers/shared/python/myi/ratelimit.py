@@ -1,0 +1,80 @@
+"""Counters in DynamoDB: fixed windows with a TTL, incremented atomically.
+
+One item per key and window, ``pk = "rl#<key>#<window start>"``; an ``ADD`` with a condition takes
+one unit only while the window has room, so concurrent callers (every Lambda of every function) share
+one budget without a read-modify-write race. DynamoDB's TTL removes spent windows. Used for logins
+per client IP, manual syncs per user and the app-wide Spotify request budget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from myi import aws
+from myi.settings import Settings
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    count: int  # units taken in this window, this one included when allowed
+    retry_after_s: int  # seconds until the window ends (0 when allowed)
+
+
+class RateLimiter:
+    def __init__(
+        self, settings: Settings, *, client: Any = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._table = settings.state_table
+        self._client = client or aws.client("dynamodb", settings)
+        self._clock = clock
+
+    def take(self, key: str, *, limit: int, window_s: int, units: int = 1) -> Decision:
+        """Take ``units`` from ``key``'s budget of ``limit`` per ``window_s`` seconds."""
+        if limit <= 0:
+            return Decision(False, 0, window_s)
+        now = self._clock()
+        start = math.floor(now / window_s) * window_s
+        retry_after = max(1, math.ceil(start + window_s - now))
+        try:
+            out = self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"rl#{key}#{start}"}},
+                UpdateExpression="ADD #n :units SET expires_at = if_not_exists(expires_at, :exp)",
+                ConditionExpression="attribute_not_exists(#n) OR #n <= :room",
+                ExpressionAttributeNames={"#n": "n"},
+                ExpressionAttributeValues={
+                    ":units": {"N": str(units)},
+                    ":room": {"N": str(limit - units)},
+                    ":exp": {"N": str(int(start + window_s + 60))},
+                },
+                ReturnValues="UPDATED_NEW",
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return Decision(False, limit, retry_after)
+        return Decision(True, int(out["Attributes"]["n"]["N"]), 0)
+
+    def block(self, key: str, *, seconds: float) -> None:
+        """Close ``key`` for ``seconds`` (a ``Retry-After`` from upstream), whatever its budget."""
+        until = self._clock() + seconds
+        self._client.put_item(
+            TableName=self._table,
+            Item={
+                "pk": {"S": f"rl-block#{key}"},
+                "until": {"N": f"{until:.3f}"},
+                "expires_at": {"N": str(int(until) + 60)},
+            },
+        )
+
+    def blocked_for(self, key: str) -> float:
+        """Seconds ``key`` stays closed by :meth:`block` (0 when open)."""
+        item = self._client.get_item(
+            TableName=self._table, Key={"pk": {"S": f"rl-block#{key}"}}, ConsistentRead=True
+        ).get("Item")
+        if not item:
+            return 0.0
+        return max(0.0, float(item["until"]["N"]) - self._clock())

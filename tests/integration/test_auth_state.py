@@ -1,0 +1,145 @@
+"""Login state, rate limits and sessions on the AWS emulator and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from myi.auth import pkce, sessions
+from myi.ratelimit import RateLimiter
+from myi.settings import Settings
+from tests.fixtures.plays import make_user
+
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, t: float = 1_800_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_login_state_works_once(aws_resources: dict[str, str], settings: Settings) -> None:
+    store = pkce.StateStore(settings)
+    state = pkce.new_state()
+    store.put(state, pkce.LoginState(verifier="v" * 50, return_to="/stats"))
+    assert store.consume(state) == pkce.LoginState(verifier="v" * 50, return_to="/stats")
+    assert store.consume(state) is None
+    assert store.consume("never-issued") is None
+
+
+def test_an_expired_login_state_is_refused_even_before_dynamodb_removes_it(
+    aws_resources: dict[str, str], settings: Settings
+) -> None:
+    clock = Clock()
+    store = pkce.StateStore(settings.replace(pkce_ttl_s=60), clock=clock)
+    state = pkce.new_state()
+    store.put(state, pkce.LoginState(verifier="v" * 50, return_to="/"))
+    clock.t += 61
+    assert store.consume(state) is None
+
+
+def test_racing_callbacks_consume_a_state_exactly_once(
+    aws_resources: dict[str, str], settings: Settings
+) -> None:
+    store = pkce.StateStore(settings)
+    state = pkce.new_state()
+    store.put(state, pkce.LoginState(verifier="v" * 50, return_to="/"))
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(store.consume(state))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r is not None for r in results) == 1
+
+
+def test_a_rate_limit_counts_within_its_window_and_resets_after(
+    aws_resources: dict[str, str], settings: Settings
+) -> None:
+    clock = Clock(1_800_000_000.0)
+    limiter = RateLimiter(settings, clock=clock)
+    decisions = [limiter.take("login:203.0.113.9", limit=3, window_s=60) for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert decisions[2].count == 3 and 1 <= decisions[3].retry_after_s <= 60
+    assert limiter.take("login:203.0.113.10", limit=3, window_s=60).allowed  # another key
+    clock.t += 60
+    assert limiter.take("login:203.0.113.9", limit=3, window_s=60).allowed
+
+
+def test_concurrent_takers_never_exceed_the_limit(aws_resources: dict[str, str], settings: Settings) -> None:
+    limiter = RateLimiter(settings)
+    allowed: list[bool] = []
+    lock = threading.Lock()
+
+    def take() -> None:
+        for _ in range(5):
+            d = limiter.take("shared-budget-test", limit=12, window_s=3600)
+            with lock:
+                allowed.append(d.allowed)
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert allowed.count(True) == 12
+
+
+def test_a_block_closes_a_key_for_its_time(aws_resources: dict[str, str], settings: Settings) -> None:
+    clock = Clock()
+    limiter = RateLimiter(settings, clock=clock)
+    assert limiter.blocked_for("spotify-block-test") == 0
+    limiter.block("spotify-block-test", seconds=20)
+    assert limiter.blocked_for("spotify-block-test") == pytest.approx(20, abs=0.01)
+    clock.t += 21
+    assert limiter.blocked_for("spotify-block-test") == 0
+
+
+def test_a_session_resolves_slides_and_is_revoked(
+    db_conn: psycopg.Connection[Any], settings: Settings
+) -> None:
+    user = make_user(db_conn)
+    raw = sessions.create(db_conn, user, settings, now=NOW, user_agent="tests")
+    stored = db_conn.execute("SELECT id_hash FROM sessions").fetchone()
+    assert stored is not None and raw.encode() not in bytes(stored[0])
+    first = sessions.resolve(db_conn, raw, settings, now=NOW + timedelta(minutes=5))
+    assert first is not None and first.user_id == user and not first.renewed
+    later = NOW + timedelta(days=20)
+    slid = sessions.resolve(db_conn, raw, settings, now=later)
+    assert slid is not None and slid.renewed and slid.expires_at == later + timedelta(days=30)
+    assert sessions.resolve(db_conn, raw, settings, now=later + timedelta(days=29)) is not None
+    assert sessions.revoke(db_conn, raw, now=later)
+    assert sessions.resolve(db_conn, raw, settings, now=later) is None
+
+
+def test_a_session_expires_without_use(db_conn: psycopg.Connection[Any], settings: Settings) -> None:
+    user = make_user(db_conn)
+    raw = sessions.create(db_conn, user, settings, now=NOW, user_agent=None)
+    assert sessions.resolve(db_conn, raw, settings, now=NOW + timedelta(days=30, seconds=1)) is None
+
+
+def test_a_session_row_moved_to_another_user_opens_nothing(
+    db_conn: psycopg.Connection[Any], settings: Settings
+) -> None:
+    alice, bob = make_user(db_conn, "alice"), make_user(db_conn, "bob")
+    raw = sessions.create(db_conn, alice, settings, now=NOW, user_agent=None)
+    db_conn.execute("UPDATE sessions SET user_id = %s WHERE user_id = %s", (bob, alice))
+    assert sessions.resolve(db_conn, raw, settings, now=NOW) is None
+    assert sessions.resolve(db_conn, "made-up-value", settings, now=NOW) is None
+
+
+def test_the_cookie_is_http_only_lax_and_secure_on_https(settings: Settings) -> None:
+    plain = str(sessions.set_cookie("abc", settings.replace(api_url="http://127.0.0.1:8000")))
+    secure = str(sessions.set_cookie("abc", settings.replace(api_url="https://api.example.com")))
+    for cookie in (plain, secure):
+        assert cookie.startswith("myi_session=abc;") and "HttpOnly" in cookie
+        assert "SameSite=Lax" in cookie and "Path=/" in cookie
+    assert "Secure" in secure and "Secure" not in plain
+    assert sessions.cookie_value(["other=1", "myi_session=abc"]) == "abc"
