@@ -98,14 +98,23 @@ class BucketNotification:
 # enrichment, top lists); each queue gets a dead-letter queue after ``max_receives`` deliveries.
 QUEUES: tuple[Queue, ...] = ()
 
-# Uploads will land under uploads/<user id>/<import id>/...; every created object is announced to
-# the import queue (S3 -> SQS, as in the cloud) once the import pipeline exists.
+# Uploads land under uploads/<user id>/<import id>/... (myi.uploads.UPLOAD_PREFIX, the same value);
+# every created object is announced to the import queue (S3 -> SQS, as in the cloud).
 IMPORT_UPLOAD_PREFIX = "uploads/"
 BUCKET_NOTIFICATIONS: tuple[BucketNotification, ...] = ()
 
 API_ROUTES: tuple[Route, ...] = (
     Route("GET", "/health"),
     Route("GET", "/openapi.json"),
+    Route("GET", "/me"),
+    Route("PATCH", "/me"),
+    Route("DELETE", "/me"),
+)
+
+AUTH_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/auth/login"),
+    Route("GET", "/auth/callback"),
+    Route("POST", "/auth/logout"),
 )
 
 FUNCTIONS: tuple[Function, ...] = (
@@ -115,7 +124,15 @@ FUNCTIONS: tuple[Function, ...] = (
         timeout_s=29,
         memory_mb=1024,
         routes=API_ROUTES,
-        access=("db",),
+        access=("db", "import_bucket:write"),
+    ),
+    Function(
+        name="auth",
+        description="Sign in with Spotify (OAuth code flow with PKCE) and sign out",
+        timeout_s=15,
+        memory_mb=512,
+        routes=AUTH_ROUTES,
+        access=("db", "state_table", "token_key", "spotify_secret", "spotify"),
     ),
     Function(
         name="partition_maintenance",

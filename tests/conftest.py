@@ -18,7 +18,12 @@ from myi.devtools import embedded
 from myi.settings import Settings, get_settings
 
 # Fixtures of each area live in tests/fixtures/<area>.py; add yours here.
-pytest_plugins: list[str] = ["tests.fixtures.local_runtime", "tests.fixtures.plays"]
+pytest_plugins: list[str] = [
+    "tests.fixtures.local_runtime",
+    "tests.fixtures.plays",
+    "tests.fixtures.fake_spotify",
+    "tests.fixtures.auth",
+]
 
 # Tests never talk to real AWS or Spotify, whatever the developer's shell holds.
 for _key in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):

@@ -9,8 +9,9 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
 from myi import __version__
-from myi.api import health
+from myi.api import health, me
 from myi.api.errors import ApiError, error_response
+from myi.api.session import session_middleware
 from myi.observability import logger
 
 
@@ -24,8 +25,10 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 
 def build_app() -> APIGatewayHttpResolver:
-    app = APIGatewayHttpResolver(enable_validation=True)
+    """The API function's resolver: /health, /openapi.json and every /me route."""
+    app = new_resolver()
     app.include_router(health.router)
+    app.include_router(me.router)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi():  # a Response return annotation would enter the generated schema
@@ -34,6 +37,15 @@ def build_app() -> APIGatewayHttpResolver:
             content_type="application/json; charset=utf-8",
             body=app.get_openapi_json_schema(title="MYI API", version=__version__, openapi_version="3.1.0"),
         )
+
+    return app
+
+
+def new_resolver() -> APIGatewayHttpResolver:
+    """A resolver with what every MYI HTTP function shares: validation, the error shape of API.md,
+    the origin check of state-changing requests and session cookie renewal."""
+    app = APIGatewayHttpResolver(enable_validation=True)
+    app.use(middlewares=[session_middleware])
 
     @app.exception_handler(ApiError)
     def handle_api_error(exc: ApiError) -> Response:

@@ -1,7 +1,9 @@
 """``make local``: MYI on one machine, on embedded defaults unless the environment says otherwise.
 
 Environment: ``MYI_PORT`` (8000), ``DATABASE_URL`` (unset: embedded PostgreSQL under ``.local/pg``),
-``AWS_ENDPOINT_URL`` (unset: an embedded AWS emulator), ``APP_URL`` (unset: the local API's own URL),
+``AWS_ENDPOINT_URL`` (unset: an embedded AWS emulator), ``SPOTIFY_ACCOUNTS_URL`` with
+``SPOTIFY_API_URL``, ``SPOTIFY_CLIENT_ID`` and ``SPOTIFY_CLIENT_SECRET`` (unset: a fake Spotify serving
+a demo world), ``APP_URL`` (unset: the local API's own URL),
 ``MYI_LOCAL_SCHEDULES`` (``off`` disables the schedule timer; the control route still works), and
 every setting of ``myi.settings``.
 """
@@ -51,6 +53,19 @@ def start(env: dict[str, str] | None = None) -> LocalServices:
     else:
         for key, value in embedded.EMULATOR_ENV.items():
             environ.setdefault(key, value)
+    if not environ.get("SPOTIFY_ACCOUNTS_URL"):
+        from myi.fakespotify import FakeSpotify, demo_world
+
+        fake = FakeSpotify(demo_world()).start()
+        stops.append(fake.stop)
+        environ.update(
+            {
+                "SPOTIFY_ACCOUNTS_URL": fake.accounts_url,
+                "SPOTIFY_API_URL": fake.api_url,
+                "SPOTIFY_CLIENT_ID": fake.client_id,
+                "SPOTIFY_CLIENT_SECRET": fake.client_secret,
+            }
+        )
     environ.setdefault("API_URL", f"http://127.0.0.1:{port}")
     environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "MYI-local")
@@ -87,6 +102,7 @@ def main() -> int:
         f"MYI is running at {s.api_url}\n"
         f"  AWS emulator:     {s.aws_endpoint_url}\n"
         f"  Spotify accounts: {s.spotify_accounts_url}\n"
+        f"  sign in:          {s.api_url}/auth/login\n"
         f"  control:          POST {s.api_url}/_local/schedules/<rule>, POST {s.api_url}/_local/drain\n"
         "Press Ctrl-C to stop.",
         flush=True,

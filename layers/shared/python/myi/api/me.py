@@ -1,0 +1,85 @@
+"""``/me``: who is signed in, their time zone, and deleting everything about them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+from pydantic import BaseModel, Field
+
+from myi import db, stats, uploads, users
+from myi.api.errors import InvalidRequest, NotFound
+from myi.api.session import current_user
+from myi.auth import sessions
+from myi.observability import logger
+from myi.settings import get_settings
+
+router = APIGatewayHttpRouter()
+
+
+class Totals(BaseModel):
+    plays: int
+    ms_played: int
+    tracks: int
+    artists: int
+    first_played_at: str | None
+    last_played_at: str | None
+
+
+class Me(BaseModel):
+    id: str
+    spotify_id: str
+    display_name: str | None
+    image_url: str | None
+    timezone: str
+    created_at: str
+    last_synced_at: str | None
+    spotify_connection: Literal["ok", "reconnect_required"]
+    totals: Totals
+
+
+class MeChange(BaseModel):
+    timezone: str = Field(description="An IANA time zone name, e.g. Europe/Berlin", max_length=64)
+
+
+def _me(user_id: int) -> dict[str, Any]:
+    body = users.me(db.get_connection(), user_id, now=datetime.now(UTC))
+    if body is None:  # deleted between the session check and now
+        raise NotFound("No such user.")
+    return body
+
+
+@router.get("/me", summary="The signed-in user", tags=["user"])
+def get_me() -> Me:
+    return Me.model_validate(_me(current_user(router)))
+
+
+@router.patch("/me", summary="Change the time zone (statistics follow it, for all history)", tags=["user"])
+def patch_me(change: MeChange) -> Me:
+    user_id = current_user(router)
+    try:
+        stats.change_timezone(db.get_connection(), user_id, change.timezone)
+    except stats.UnknownTimezone:
+        raise InvalidRequest(f"Invalid parameter timezone: unknown time zone {change.timezone!r}") from None
+    return Me.model_validate(_me(user_id))
+
+
+@router.delete(
+    "/me",
+    summary="Delete the user and everything stored about them",
+    tags=["user"],
+    responses={204: {"description": "Deleted; the session cookie is cleared"}},
+)
+def delete_me():  # a Response return annotation would enter the generated schema
+    settings = get_settings()
+    user_id = current_user(router)
+    users.delete(db.get_connection(settings), user_id)
+    try:
+        removed = uploads.delete_user_uploads(settings, user_id)
+    except Exception:  # the bucket's lifecycle rule removes what is left
+        logger.exception("could not delete the uploads of a deleted user", extra={"user_id": user_id})
+        removed = 0
+    logger.info("user deleted", extra={"user_id": user_id, "uploads_deleted": removed})
+    return Response(status_code=204, cookies=[sessions.clear_cookie(settings)])

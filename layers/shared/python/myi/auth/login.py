@@ -1,0 +1,136 @@
+"""The sign-in flow: ``/auth/login`` starts it, ``/auth/callback`` finishes it.
+
+Everything the flow touches is passed in (:class:`LoginDeps`), so tests can run it against the fake
+Spotify and the emulator with any clock. Nothing here logs or raises a code, verifier or token.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import psycopg
+
+from myi import crypto, db, users
+from myi.api.errors import ApiError, InvalidRequest, RateLimited
+from myi.auth import pkce, sessions
+from myi.auth.tokens import store_grant
+from myi.crypto import KeyRing
+from myi.observability import logger
+from myi.ratelimit import RateLimiter
+from myi.settings import Settings, get_settings
+from myi.spotify.accounts import AccountsClient, authorize_url
+from myi.spotify.errors import SpotifyAuthError, SpotifyError, SpotifyUnavailable
+from myi.spotify.webapi import WebApi
+
+
+class InvalidState(ApiError):
+    status, code = 400, "invalid_state"
+
+
+@dataclass
+class LoginDeps:
+    settings: Settings
+    conn: Callable[[], psycopg.Connection[Any]]
+    states: pkce.StateStore
+    accounts: AccountsClient
+    webapi: WebApi
+    keyring: Callable[[], KeyRing]
+    limiter: RateLimiter
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self.settings.api_url}/auth/callback"
+
+
+@functools.cache
+def default_deps() -> LoginDeps:
+    """The dependencies of this execution environment, made at first use."""
+    settings = get_settings()
+    return LoginDeps(
+        settings=settings,
+        conn=lambda: db.get_connection(settings),
+        states=pkce.StateStore(settings),
+        accounts=AccountsClient(settings),
+        webapi=WebApi(settings),
+        keyring=lambda: crypto.load_keyring(settings),
+        limiter=RateLimiter(settings),
+    )
+
+
+def begin(deps: LoginDeps, *, return_to: str | None, client_ip: str | None) -> str:
+    """Where to send the browser: Spotify's authorize page with a fresh state and PKCE challenge."""
+    target = pkce.safe_return_to(return_to)
+    if target is None:
+        raise InvalidRequest("Invalid parameter return_to: it must be a path on this site, like /stats")
+    s = deps.settings
+    decision = deps.limiter.take(
+        f"login:{client_ip or 'unknown'}", limit=s.login_rate_limit, window_s=s.login_rate_window_s
+    )
+    if not decision.allowed:
+        raise RateLimited("Too many sign-in attempts from here; try again shortly.", decision.retry_after_s)
+    verifier, state = pkce.new_verifier(), pkce.new_state()
+    deps.states.put(state, pkce.LoginState(verifier=verifier, return_to=target))
+    return authorize_url(
+        s, state=state, code_challenge=pkce.challenge_of(verifier), redirect_uri=deps.redirect_uri
+    )
+
+
+@dataclass(frozen=True)
+class Finished:
+    location: str
+    session: str | None = field(default=None, repr=False)  # the new cookie value
+
+
+def _login_error(deps: LoginDeps, code: str) -> Finished:
+    return Finished(f"{deps.settings.app_url}/?{urlencode({'login_error': code})}")
+
+
+def finish(deps: LoginDeps, params: Mapping[str, str], *, user_agent: str | None) -> Finished:
+    """The callback: a single-use state, the code exchanged with its verifier, the user upserted,
+    the grant stored encrypted and a session made."""
+    state = params.get("state") or ""
+    if params.get("error"):
+        if state:
+            deps.states.consume(state)  # spent either way
+        code = "".join(ch for ch in params["error"].lower() if ch.isalpha() or ch == "_")[:40]
+        logger.info("sign-in refused at Spotify", extra={"login_error": code})
+        return _login_error(deps, code or "access_denied")
+    login = deps.states.consume(state)
+    if login is None:
+        raise InvalidState("This sign-in link is unknown, expired or already used; start again.")
+    auth_code = params.get("code")
+    if not auth_code:
+        raise InvalidRequest("Invalid parameter code: missing")
+    try:
+        grant = deps.accounts.exchange_code(
+            code=auth_code, verifier=login.verifier, redirect_uri=deps.redirect_uri
+        )
+        profile = deps.webapi.me(grant.access_token)
+    except SpotifyAuthError as exc:
+        logger.warning("code exchange refused", extra={"login_error": exc.code})
+        return _login_error(deps, exc.code)
+    except SpotifyUnavailable as exc:
+        logger.warning("Spotify unavailable at sign-in", extra={"reason": str(exc)})
+        return _login_error(deps, "spotify_unavailable")
+    except SpotifyError as exc:
+        logger.warning("Spotify answered unexpectedly at sign-in", extra={"reason": str(exc)})
+        return _login_error(deps, "spotify_error")
+    now = deps.clock()
+    ring = deps.keyring()
+    conn = deps.conn()
+    with conn.transaction():
+        user_id = users.upsert_from_profile(conn, profile, now=now)
+        store_grant(conn, ring, user_id, grant, now=now)
+        raw = sessions.create(conn, user_id, deps.settings, now=now, user_agent=user_agent)
+    logger.info("signed in", extra={"user_id": user_id})
+    return Finished(f"{deps.settings.app_url}{login.return_to}", raw)
+
+
+def logout(deps: LoginDeps, raw: str | None) -> bool:
+    return sessions.revoke(deps.conn(), raw, now=deps.clock())

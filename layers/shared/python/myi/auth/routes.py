@@ -1,0 +1,42 @@
+"""The auth function's routes: ``/auth/login``, ``/auth/callback``, ``/auth/logout``."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+
+from myi.api.app import new_resolver
+from myi.auth import login, sessions
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def build_auth_app() -> APIGatewayHttpResolver:
+    app = new_resolver()
+
+    @app.get("/auth/login", include_in_schema=False)
+    def auth_login():
+        event = app.current_event
+        location = login.begin(
+            login.default_deps(),
+            return_to=event.get_query_string_value("return_to"),
+            client_ip=event.request_context.http.source_ip,
+        )
+        return Response(status_code=302, headers={"Location": location, **NO_STORE})
+
+    @app.get("/auth/callback", include_in_schema=False)
+    def auth_callback():
+        event = app.current_event
+        deps = login.default_deps()
+        done = login.finish(
+            deps, event.query_string_parameters or {}, user_agent=event.headers.get("user-agent")
+        )
+        cookies = [sessions.set_cookie(done.session, deps.settings)] if done.session else []
+        return Response(status_code=302, headers={"Location": done.location, **NO_STORE}, cookies=cookies)
+
+    @app.post("/auth/logout", include_in_schema=False)
+    def auth_logout():
+        deps = login.default_deps()
+        login.logout(deps, sessions.cookie_value(app.current_event.cookies))
+        return Response(status_code=204, cookies=[sessions.clear_cookie(deps.settings)])
+
+    return app

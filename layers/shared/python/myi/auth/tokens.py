@@ -1,0 +1,209 @@
+"""The stored Spotify grant and the token manager every worker uses.
+
+``TokenManager.get_access_token(user)`` returns the cached access token while more than
+``MIN_LIFETIME`` of it is left; otherwise it refreshes under a row lock (``SELECT ... FOR UPDATE``), so
+two workers never spend the same refresh token: the second waits and finds the fresh token. A rotated
+refresh token is stored in the same transaction as the new access token. ``invalid_grant`` counts
+toward quarantine (``QUARANTINE_AFTER`` in a row sets ``is_valid = false``); network errors, 5xx and
+429 never do. Refresh tokens expire ``REFRESH_TOKEN_LIFETIME`` after the user authorised; such a grant
+is quarantined without asking Spotify.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from myi import crypto
+from myi.crypto import KeyRing
+from myi.observability import logger
+from myi.spotify.accounts import AccountsClient, TokenGrant
+from myi.spotify.errors import SpotifyAuthError
+
+MIN_LIFETIME = timedelta(minutes=10)
+QUARANTINE_AFTER = 3
+REFRESH_TOKEN_LIFETIME = timedelta(days=182)
+
+
+class GrantUnavailable(Exception):
+    """The user has no usable grant (none stored, quarantined, or expired): they must sign in again."""
+
+
+class _GrantExpired(Exception):
+    """The refresh token is past its six months."""
+
+
+def store_grant(
+    conn: psycopg.Connection[Any], ring: KeyRing, user_id: int, grant: TokenGrant, *, now: datetime
+) -> None:
+    """Store a fresh grant from a sign-in: a new authorisation restores a quarantined grant."""
+    assert grant.refresh_token is not None
+    refresh_enc, refresh_v = crypto.encrypt(ring, grant.refresh_token, user_id=user_id, purpose="refresh")
+    access_enc, access_v = crypto.encrypt(ring, grant.access_token, user_id=user_id, purpose="access")
+    conn.execute(
+        """
+        INSERT INTO spotify_auth (user_id, refresh_token_enc, refresh_key_version, access_token_enc,
+                                  access_key_version, access_expires_at, scope, authorized_at, is_valid,
+                                  consecutive_failures, last_error, last_refreshed_at, updated_at)
+        VALUES (%(user)s, %(r)s, %(rv)s, %(a)s, %(av)s, %(exp)s, %(scope)s, %(now)s, true, 0, NULL, %(now)s,
+                %(now)s)
+        ON CONFLICT (user_id) DO UPDATE SET
+            refresh_token_enc = EXCLUDED.refresh_token_enc,
+            refresh_key_version = EXCLUDED.refresh_key_version,
+            access_token_enc = EXCLUDED.access_token_enc, access_key_version = EXCLUDED.access_key_version,
+            access_expires_at = EXCLUDED.access_expires_at, scope = EXCLUDED.scope,
+            authorized_at = EXCLUDED.authorized_at, is_valid = true, consecutive_failures = 0,
+            last_error = NULL, last_refreshed_at = EXCLUDED.last_refreshed_at,
+            updated_at = EXCLUDED.updated_at
+        """,
+        {
+            "user": user_id,
+            "r": refresh_enc,
+            "rv": refresh_v,
+            "a": access_enc,
+            "av": access_v,
+            "exp": now + timedelta(seconds=grant.expires_in),
+            "scope": grant.scope,
+            "now": now,
+        },
+    )
+
+
+def connection_status(conn: psycopg.Connection[Any], user_id: int, *, now: datetime) -> str:
+    """API.md's ``spotify_connection``: ``ok`` or ``reconnect_required``."""
+    row = conn.execute(
+        "SELECT is_valid, authorized_at FROM spotify_auth WHERE user_id = %s", (user_id,)
+    ).fetchone()
+    if row is None or not row[0] or row[1] + REFRESH_TOKEN_LIFETIME <= now:
+        return "reconnect_required"
+    return "ok"
+
+
+class TokenManager:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        accounts: AccountsClient,
+        keyring: Callable[[], KeyRing],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._conn = conn
+        self._accounts = accounts
+        self._keyring = keyring
+        self._clock = clock
+
+    def get_access_token(self, user_id: int) -> str:
+        """A valid access token for ``user_id``. Raises :class:`GrantUnavailable` when the user must
+        sign in again, :class:`~myi.spotify.errors.SpotifyUnavailable` when Spotify is down for now."""
+        try:
+            cached = self._cached(user_id, lock=False)
+        except _GrantExpired:
+            cached = None  # quarantined under the lock, below
+        if cached is not None:
+            return cached
+        reason: str | None = None
+        with self._conn.transaction():
+            try:
+                # another worker may have refreshed while this one waited for the lock
+                cached = self._cached(user_id, lock=True)
+            except _GrantExpired:
+                self._conn.execute(
+                    "UPDATE spotify_auth SET is_valid = false, last_error = 'refresh_token_expired', "
+                    "updated_at = %s WHERE user_id = %s",
+                    (self._clock(), user_id),
+                )
+                reason = "it is older than six months"
+            if cached is not None:
+                return cached
+            if reason is None:
+                token, reason = self._refresh(user_id)
+                if token is not None:
+                    return token
+        raise GrantUnavailable(f"the Spotify grant of user {user_id} is unusable: {reason}")
+
+    def _refresh(self, user_id: int) -> tuple[str | None, str | None]:
+        """Refresh under the row lock: ``(access token, None)``, or ``(None, why not)`` with the
+        failure recorded (it must commit, so it is not raised)."""
+        row = self._conn.execute(
+            "SELECT refresh_token_enc, refresh_key_version FROM spotify_auth WHERE user_id = %s", (user_id,)
+        ).fetchone()
+        assert row is not None  # _cached(lock=True) raised otherwise
+        ring = self._keyring()
+        refresh_token = crypto.decrypt(ring, row[0], row[1], user_id=user_id, purpose="refresh")
+        now = self._clock()
+        try:
+            grant = self._accounts.refresh(refresh_token)
+        except SpotifyAuthError as exc:
+            if exc.code != "invalid_grant":
+                raise  # our client's configuration, not this user's grant: nothing to count
+            self._record_failure(user_id, exc.code, now)
+            return None, "Spotify answered invalid_grant"
+        self._store_refreshed(ring, user_id, grant, now)
+        return grant.access_token, None
+
+    def _cached(self, user_id: int, *, lock: bool) -> str | None:
+        row = self._conn.execute(
+            "SELECT is_valid, authorized_at, access_token_enc, access_key_version, access_expires_at "
+            "FROM spotify_auth WHERE user_id = %s" + (" FOR UPDATE" if lock else ""),
+            (user_id,),
+        ).fetchone()
+        if row is None:
+            raise GrantUnavailable(f"user {user_id} has no Spotify grant")
+        is_valid, authorized_at, access_enc, access_v, expires_at = row
+        now = self._clock()
+        if not is_valid:
+            raise GrantUnavailable(f"the Spotify grant of user {user_id} is quarantined")
+        if authorized_at + REFRESH_TOKEN_LIFETIME <= now:
+            raise _GrantExpired()
+        if access_enc is None or expires_at is None or expires_at - now <= MIN_LIFETIME:
+            return None
+        try:
+            return crypto.decrypt(self._keyring(), access_enc, access_v, user_id=user_id, purpose="access")
+        except crypto.VaultError:
+            logger.warning("cached access token unreadable; refreshing", extra={"user_id": user_id})
+            return None
+
+    def _store_refreshed(self, ring: KeyRing, user_id: int, grant: TokenGrant, now: datetime) -> None:
+        access_enc, access_v = crypto.encrypt(ring, grant.access_token, user_id=user_id, purpose="access")
+        params: dict[str, Any] = {
+            "user": user_id,
+            "a": access_enc,
+            "av": access_v,
+            "exp": now + timedelta(seconds=grant.expires_in),
+            "now": now,
+            "r": None,
+            "rv": None,
+        }
+        if grant.refresh_token:  # rotated: the old one is spent
+            params["r"], params["rv"] = crypto.encrypt(
+                ring, grant.refresh_token, user_id=user_id, purpose="refresh"
+            )
+        self._conn.execute(
+            """
+            UPDATE spotify_auth SET
+                access_token_enc = %(a)s, access_key_version = %(av)s, access_expires_at = %(exp)s,
+                refresh_token_enc = COALESCE(%(r)s, refresh_token_enc),
+                refresh_key_version = COALESCE(%(rv)s, refresh_key_version),
+                consecutive_failures = 0, last_error = NULL, last_refreshed_at = %(now)s, updated_at = %(now)s
+             WHERE user_id = %(user)s
+            """,
+            params,
+        )
+
+    def _record_failure(self, user_id: int, code: str, now: datetime) -> None:
+        row = self._conn.execute(
+            """
+            UPDATE spotify_auth SET consecutive_failures = consecutive_failures + 1,
+                   is_valid = consecutive_failures + 1 < %(limit)s, last_error = %(code)s,
+                   updated_at = %(now)s
+             WHERE user_id = %(user)s
+            RETURNING consecutive_failures, is_valid
+            """,
+            {"user": user_id, "code": code, "now": now, "limit": QUARANTINE_AFTER},
+        ).fetchone()
+        if row is not None and not row[1]:
+            logger.warning("Spotify grant quarantined", extra={"user_id": user_id, "failures": row[0]})

@@ -1,0 +1,87 @@
+"""Users: sign-in upserts, the ``/me`` document, and deletion."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from myi.auth.tokens import connection_status
+from myi.db import fetch_one
+from myi.spotify.webapi import SpotifyProfile
+
+ALL_TIME = "1970-01-01"
+
+
+def upsert_from_profile(conn: psycopg.Connection[Any], profile: SpotifyProfile, *, now: datetime) -> int:
+    """The user of a Spotify profile, created at first sign-in; name and image follow Spotify's."""
+    row = conn.execute(
+        """
+        INSERT INTO users (spotify_id, display_name, image_url, last_login_at, created_at, updated_at)
+        VALUES (%(sid)s, %(name)s, %(image)s, %(now)s, %(now)s, %(now)s)
+        ON CONFLICT (spotify_id) DO UPDATE SET
+            display_name = EXCLUDED.display_name, image_url = EXCLUDED.image_url,
+            last_login_at = EXCLUDED.last_login_at, updated_at = EXCLUDED.updated_at
+        RETURNING id
+        """,
+        {"sid": profile.id, "name": profile.display_name, "image": profile.image_url, "now": now},
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def iso(ts: datetime | None) -> str | None:
+    """API.md's timestamps: ISO 8601 UTC with milliseconds and a ``Z``."""
+    if ts is None:
+        return None
+    utc = ts.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def me(conn: psycopg.Connection[Any], user_id: int, *, now: datetime) -> dict[str, Any] | None:
+    """The ``GET /me`` document, or None when the user is gone."""
+    user = fetch_one(
+        conn,
+        """
+        SELECT u.id, u.spotify_id, u.display_name, u.image_url, u.timezone, u.created_at, u.last_ingested_at,
+               COALESCE(s.plays, 0) AS plays, COALESCE(s.ms_played, 0) AS ms_played,
+               (SELECT count(*) FROM stat_track t
+                 WHERE t.user_id = u.id AND t.grain = 0 AND t.plays > 0) AS tracks,
+               (SELECT count(*) FROM stat_artist a
+                 WHERE a.user_id = u.id AND a.grain = 0 AND a.plays > 0) AS artists,
+               (SELECT min(played_at) FROM listening_events e WHERE e.user_id = u.id) AS first_played_at,
+               (SELECT max(played_at) FROM listening_events e WHERE e.user_id = u.id) AS last_played_at
+          FROM users u
+          LEFT JOIN stat_user s ON s.user_id = u.id AND s.grain = 0 AND s.bucket = DATE '1970-01-01'
+         WHERE u.id = %s
+        """,
+        (user_id,),
+    )
+    if user is None:
+        return None
+    return {
+        "id": str(user["id"]),
+        "spotify_id": user["spotify_id"],
+        "display_name": user["display_name"],
+        "image_url": user["image_url"],
+        "timezone": user["timezone"],
+        "created_at": iso(user["created_at"]),
+        "last_synced_at": iso(user["last_ingested_at"]),
+        "spotify_connection": connection_status(conn, user_id, now=now),
+        "totals": {
+            "plays": int(user["plays"]),
+            "ms_played": int(user["ms_played"]),
+            "tracks": int(user["tracks"]),
+            "artists": int(user["artists"]),
+            "first_played_at": iso(user["first_played_at"]),
+            "last_played_at": iso(user["last_played_at"]),
+        },
+    }
+
+
+def delete(conn: psycopg.Connection[Any], user_id: int) -> bool:
+    """Remove the user and, by cascade, their sessions, grant, events, statistics and import jobs.
+    Shared catalog rows stay."""
+    cur = conn.execute("DELETE FROM users WHERE id = %s", (user_id,))
+    return cur.rowcount > 0

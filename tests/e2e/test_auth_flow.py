@@ -1,0 +1,204 @@
+"""Signing in through the local runtime over HTTP, the way a browser does, against the fake Spotify."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import psycopg
+import pytest
+
+from myi.devtools import embedded
+from tests.fixtures.local_runtime import LocalRuntime, start_local_runtime, stop_local_runtime
+
+APP_URL = "http://127.0.0.1:9/app"  # the SPA: never fetched, only redirected to
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[Any]:
+    from myi.fakespotify import FakeSpotify, demo_world
+
+    with FakeSpotify(demo_world()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def runtime(fake: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
+    pg = embedded.start_postgres("pg-test")
+    database_url = pg.create_database()
+    log = tmp_path_factory.mktemp("auth-e2e") / "local-runtime.log"
+    rt = start_local_runtime(
+        database_url,
+        log,
+        {
+            "SPOTIFY_ACCOUNTS_URL": fake.accounts_url,
+            "SPOTIFY_API_URL": fake.api_url,
+            "SPOTIFY_CLIENT_ID": fake.client_id,
+            "SPOTIFY_CLIENT_SECRET": fake.client_secret,
+            "APP_URL": APP_URL,
+        },
+    )
+    failed = False
+    try:
+        yield rt
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        code = stop_local_runtime(rt)
+        if failed:
+            print(f"\n--- local runtime log (exit {code}) ---\n{rt.log()}", file=sys.stderr)
+        pg.drop_database(database_url)
+
+
+@pytest.fixture(autouse=True)
+def show_log_on_failure(request: pytest.FixtureRequest, runtime: LocalRuntime) -> Iterator[None]:
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"\n--- local runtime log ---\n{runtime.log()}", file=sys.stderr)
+
+
+def query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+
+
+def sign_in(rt: LocalRuntime, spotify_user: str = "demo", return_to: str = "/") -> tuple[str, str, str]:
+    """Login -> Spotify -> callback; returns (session cookie value, final location, callback URL)."""
+    start = rt.get("/auth/login", params={"return_to": return_to})
+    assert start.status_code == 302, start.text
+    approved = httpx.get(start.headers["location"] + f"&fake_user={spotify_user}", follow_redirects=False)
+    assert approved.status_code in (302, 303)
+    callback = approved.headers["location"]
+    assert callback.startswith(f"{rt.url}/auth/callback?")
+    done = httpx.get(callback, follow_redirects=False)
+    assert done.status_code == 302, done.text
+    cookie = done.cookies.get("myi_session")
+    assert cookie, done.headers
+    return cookie, done.headers["location"], callback
+
+
+def me(rt: LocalRuntime, cookie: str | None) -> httpx.Response:
+    return httpx.get(f"{rt.url}/me", cookies={"myi_session": cookie} if cookie else None)
+
+
+def test_a_user_signs_in_and_sees_themselves(runtime: LocalRuntime, fake: Any) -> None:
+    cookie, location, _ = sign_in(runtime, return_to="/stats?range=4w")
+    assert location == f"{APP_URL}/stats?range=4w"
+    response = me(runtime, cookie)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["spotify_id"] == "demo" and body["spotify_connection"] == "ok"
+    assert body["timezone"] == "UTC" and body["last_synced_at"] is None
+    assert body["created_at"].endswith("Z") and isinstance(body["id"], str)
+    assert body["totals"] == {
+        "plays": 0,
+        "ms_played": 0,
+        "tracks": 0,
+        "artists": 0,
+        "first_played_at": None,
+        "last_played_at": None,
+    }
+
+
+def test_the_session_cookie_is_http_only_and_lax(runtime: LocalRuntime) -> None:
+    start = runtime.get("/auth/login")
+    approved = httpx.get(start.headers["location"], follow_redirects=False)
+    done = httpx.get(approved.headers["location"], follow_redirects=False)
+    set_cookie = done.headers["set-cookie"]
+    assert set_cookie.startswith("myi_session=") and "HttpOnly" in set_cookie
+    assert "SameSite=Lax" in set_cookie and "Path=/" in set_cookie and "Secure" not in set_cookie
+
+
+def test_a_replayed_state_is_refused(runtime: LocalRuntime) -> None:
+    _, _, callback = sign_in(runtime)
+    replay = httpx.get(callback, follow_redirects=False)
+    assert replay.status_code == 400
+    assert replay.json()["error"]["code"] == "invalid_state"
+
+
+def test_a_denied_authorisation_returns_to_the_app_with_the_reason(runtime: LocalRuntime, fake: Any) -> None:
+    start = runtime.get("/auth/login")
+    fake.deny_next_login()
+    denied = httpx.get(start.headers["location"], follow_redirects=False)
+    done = httpx.get(denied.headers["location"], follow_redirects=False)
+    assert done.status_code == 302
+    assert done.headers["location"] == f"{APP_URL}/?login_error=access_denied"
+    assert "set-cookie" not in done.headers
+
+
+def test_logout_revokes_the_session_everywhere(runtime: LocalRuntime) -> None:
+    cookie, _, _ = sign_in(runtime)
+    other, _, _ = sign_in(runtime)  # a second device
+    out = httpx.post(f"{runtime.url}/auth/logout", cookies={"myi_session": cookie})
+    assert out.status_code == 204
+    assert "myi_session=;" in out.headers["set-cookie"] and "Max-Age=0" in out.headers["set-cookie"]
+    assert me(runtime, cookie).status_code == 401
+    assert me(runtime, cookie).json()["error"]["code"] == "unauthenticated"
+    assert me(runtime, other).status_code == 200
+
+
+def test_a_session_row_given_to_another_user_opens_nothing(runtime: LocalRuntime) -> None:
+    alice, _, _ = sign_in(runtime, "demo")
+    bob, _, _ = sign_in(runtime, "ana")
+    assert me(runtime, bob).json()["spotify_id"] == "ana"
+    with psycopg.connect(runtime.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE sessions SET user_id = (SELECT id FROM users WHERE spotify_id = 'ana') "
+            "WHERE user_id = (SELECT id FROM users WHERE spotify_id = 'demo')"
+        )
+    assert me(runtime, alice).status_code == 401
+
+
+def test_a_return_path_to_another_site_is_refused(runtime: LocalRuntime) -> None:
+    response = runtime.get("/auth/login", params={"return_to": "https://evil.example"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert "return_to" in response.json()["error"]["message"]
+
+
+def test_me_needs_a_live_session(runtime: LocalRuntime) -> None:
+    assert me(runtime, None).status_code == 401
+    assert me(runtime, "not-a-session").status_code == 401
+
+
+def test_the_time_zone_can_be_changed_and_must_exist(runtime: LocalRuntime) -> None:
+    cookie, _, _ = sign_in(runtime)
+    jar = {"myi_session": cookie}
+    ok = httpx.patch(f"{runtime.url}/me", json={"timezone": "Europe/Berlin"}, cookies=jar)
+    assert ok.status_code == 200 and ok.json()["timezone"] == "Europe/Berlin"
+    bad = httpx.patch(f"{runtime.url}/me", json={"timezone": "Mars/Olympus"}, cookies=jar)
+    assert bad.status_code == 400 and "timezone" in bad.json()["error"]["message"]
+    assert me(runtime, cookie).json()["timezone"] == "Europe/Berlin"
+
+
+def test_a_state_changing_request_from_a_foreign_origin_is_refused(runtime: LocalRuntime) -> None:
+    cookie, _, _ = sign_in(runtime)
+    foreign = httpx.post(
+        f"{runtime.url}/auth/logout",
+        cookies={"myi_session": cookie},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert foreign.status_code == 403
+    assert me(runtime, cookie).status_code == 200
+
+
+def test_deleting_the_user_removes_them_and_their_sessions(runtime: LocalRuntime) -> None:
+    cookie, _, _ = sign_in(runtime, "mika")
+    gone = httpx.delete(f"{runtime.url}/me", cookies={"myi_session": cookie})
+    assert gone.status_code == 204
+    assert me(runtime, cookie).status_code == 401
+    with psycopg.connect(runtime.database_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM users WHERE spotify_id = 'mika'").fetchone() == (0,)
+
+
+def test_no_code_or_token_appears_in_the_runtime_log(runtime: LocalRuntime, fake: Any) -> None:
+    cookie, _, callback = sign_in(runtime)
+    code = query(callback)["code"]
+    log = runtime.log()
+    assert "auth" in log  # the log holds the invocations at all
+    for secret in (code, cookie, *fake.issued_tokens()):
+        assert secret not in log

@@ -1,0 +1,170 @@
+"""The sign-in flow against the fake Spotify, the AWS emulator and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import psycopg
+import pytest
+
+from myi import crypto
+from myi.api.errors import InvalidRequest, RateLimited
+from myi.auth import login, pkce, sessions
+from myi.crypto import KeyRing
+from myi.observability import logger
+from tests.fixtures.auth import approve
+
+
+def query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+
+
+def sign_in(deps: login.LoginDeps, return_to: str = "/", user: str | None = None) -> login.Finished:
+    params = approve(login.begin(deps, return_to=return_to, client_ip="198.51.100.7"), user)
+    return login.finish(deps, params, user_agent="tests")
+
+
+def test_login_redirects_to_spotify_with_pkce_and_a_fresh_state(login_deps: login.LoginDeps) -> None:
+    first = urlparse(login.begin(login_deps, return_to="/stats", client_ip="198.51.100.7"))
+    second = query(login.begin(login_deps, return_to="/stats", client_ip="198.51.100.7"))
+    q = query(first.geturl())
+    assert (
+        f"{first.scheme}://{first.netloc}{first.path}"
+        == f"{login_deps.settings.spotify_accounts_url}/authorize"
+    )
+    assert q["response_type"] == "code" and q["client_id"] == login_deps.settings.spotify_client_id
+    assert q["redirect_uri"] == f"{login_deps.settings.api_url}/auth/callback"
+    assert set(q["scope"].split()) >= {"user-read-recently-played", "user-top-read"}
+    assert q["code_challenge_method"] == "S256" and len(q["code_challenge"]) == 43
+    assert q["state"] != second["state"] and q["code_challenge"] != second["code_challenge"]
+
+
+def test_a_full_sign_in_creates_the_user_the_encrypted_grant_and_a_session(
+    login_deps: login.LoginDeps, db_conn: psycopg.Connection[Any], keyring: KeyRing
+) -> None:
+    done = sign_in(login_deps, "/stats?range=4w")
+    assert done.location == f"{login_deps.settings.app_url}/stats?range=4w"
+    session = sessions.resolve(db_conn, done.session, login_deps.settings, now=login_deps.clock())
+    assert session is not None
+    user = db_conn.execute(
+        "SELECT spotify_id, display_name, last_login_at FROM users WHERE id = %s", (session.user_id,)
+    ).fetchone()
+    assert user is not None and user[0] == "demo" and user[1] and user[2] is not None
+    grant = db_conn.execute(
+        "SELECT refresh_token_enc, refresh_key_version, is_valid FROM spotify_auth WHERE user_id = %s",
+        (session.user_id,),
+    ).fetchone()
+    assert grant is not None and grant[2] is True
+    refresh = crypto.decrypt(keyring, grant[0], grant[1], user_id=session.user_id, purpose="refresh")
+    assert refresh.encode() not in bytes(grant[0])
+    again = sign_in(login_deps)  # the same Spotify user signs in again: same MYI user, new session
+    second = sessions.resolve(db_conn, again.session, login_deps.settings, now=login_deps.clock())
+    assert second is not None and second.user_id == session.user_id and again.session != done.session
+
+
+def test_a_state_works_once(login_deps: login.LoginDeps) -> None:
+    params = approve(login.begin(login_deps, return_to="/", client_ip=None))
+    assert login.finish(login_deps, params, user_agent=None).session
+    with pytest.raises(login.InvalidState):
+        login.finish(login_deps, params, user_agent=None)
+    with pytest.raises(login.InvalidState):
+        login.finish(login_deps, {"code": "x", "state": "forged"}, user_agent=None)
+
+
+def test_a_refused_authorisation_sends_the_user_back_with_the_reason(
+    login_deps: login.LoginDeps, fake_spotify: Any, db_conn: psycopg.Connection[Any]
+) -> None:
+    fake_spotify.deny_next_login()
+    done = sign_in(login_deps)
+    assert done.session is None
+    assert done.location == f"{login_deps.settings.app_url}/?login_error=access_denied"
+    assert db_conn.execute("SELECT count(*) FROM users").fetchone() == (0,)
+
+
+def test_a_spent_code_ends_in_invalid_grant_not_a_server_error(login_deps: login.LoginDeps) -> None:
+    params = approve(login.begin(login_deps, return_to="/", client_ip=None))
+    assert login.finish(login_deps, params, user_agent=None).session
+    state = pkce.new_state()
+    login_deps.states.put(state, pkce.LoginState(verifier=pkce.new_verifier(), return_to="/"))
+    done = login.finish(login_deps, {"code": params["code"], "state": state}, user_agent=None)
+    assert done.session is None and query(done.location) == {"login_error": "invalid_grant"}
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_spotify_down_at_the_exchange_ends_in_a_redirect(
+    status: int, login_deps: login.LoginDeps, fake_spotify: Any
+) -> None:
+    fake_spotify.inject("/api/token", status=status)
+    done = sign_in(login_deps)
+    assert done.session is None and query(done.location) == {"login_error": "spotify_unavailable"}
+
+
+def test_an_unreachable_spotify_ends_in_a_redirect(login_deps: login.LoginDeps, fake_spotify: Any) -> None:
+    params = approve(login.begin(login_deps, return_to="/", client_ip=None))
+    fake_spotify.stop()
+    done = login.finish(login_deps, params, user_agent=None)
+    assert done.session is None and query(done.location) == {"login_error": "spotify_unavailable"}
+
+
+@pytest.mark.parametrize("target", ["https://evil.example", "//evil.example/x", "evil"])
+def test_a_return_path_off_the_site_is_refused(login_deps: login.LoginDeps, target: str) -> None:
+    with pytest.raises(InvalidRequest, match="return_to"):
+        login.begin(login_deps, return_to=target, client_ip=None)
+
+
+def test_logins_are_limited_per_client_address(login_deps: login.LoginDeps) -> None:
+    deps = login_deps
+    deps.settings = deps.settings.replace(login_rate_limit=2, login_rate_window_s=3600)
+    for _ in range(2):
+        login.begin(deps, return_to="/", client_ip="192.0.2.44")
+    with pytest.raises(RateLimited) as limited:
+        login.begin(deps, return_to="/", client_ip="192.0.2.44")
+    assert int(limited.value.headers["Retry-After"]) >= 1
+    login.begin(deps, return_to="/", client_ip="192.0.2.45")
+
+
+def test_no_code_verifier_or_token_reaches_a_log_line(
+    login_deps: login.LoginDeps,
+    db_conn: psycopg.Connection[Any],
+    keyring: KeyRing,
+    fake_spotify: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    verifiers: list[str] = []
+    real = pkce.new_verifier
+    monkeypatch.setattr(pkce, "new_verifier", lambda: verifiers.append(real()) or verifiers[-1])
+    caplog.set_level(logging.DEBUG)  # httpx and botocore, through the root logger
+    caplog.handler.setFormatter(logger.registered_formatter)  # MYI's JSON lines, extra keys included
+    ours = logging.getLogger(logger.name)
+    ours.addHandler(caplog.handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        params = approve(login.begin(login_deps, return_to="/", client_ip=None))
+        done = login.finish(login_deps, params, user_agent=None)
+        fake_spotify.inject("/api/token", status=500)
+        failed = login.finish(
+            login_deps, approve(login.begin(login_deps, return_to="/", client_ip=None)), user_agent=None
+        )
+    finally:
+        logger.setLevel(logging.WARNING)
+        ours.removeHandler(caplog.handler)
+    assert done.session and failed.session is None
+    row = db_conn.execute(
+        "SELECT user_id, refresh_token_enc, refresh_key_version, access_token_enc, access_key_version "
+        "FROM spotify_auth"
+    ).fetchone()
+    assert row is not None
+    secrets = [
+        params["code"],
+        *verifiers,
+        done.session,
+        crypto.decrypt(keyring, row[1], row[2], user_id=row[0], purpose="refresh"),
+        crypto.decrypt(keyring, row[3], row[4], user_id=row[0], purpose="access"),
+    ]
+    captured = caplog.text
+    assert "signed in" in captured  # the logs were captured at all
+    for secret in secrets:
+        assert secret not in captured
