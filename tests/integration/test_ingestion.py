@@ -87,6 +87,19 @@ def test_account_data_matches_within_the_minute(db_conn: psycopg.Connection[Any]
     assert_exact(db_conn, user)
 
 
+def test_an_account_data_minute_stands_for_the_whole_minute(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    # Two plays of one track ending 12:00:58 and 12:01:40: their account-data records say 12:00 and
+    # 12:01. The nearest stored play of the 12:01 record is the first (2 s), but the first ended
+    # inside 12:00, so each record goes with the play that ended within its minute.
+    ingest(db_conn, user, [extended_play(1, at(58), ms=40_000), extended_play(1, at(100), ms=40_000)])
+    result = ingest(db_conn, user, [account_play(1, at(58), ms=40_000), account_play(1, at(100), ms=40_000)])
+    assert result == IngestResult(duplicates=2)
+    assert len(events(db_conn, user)) == 2
+    assert_exact(db_conn, user)
+
+
 def test_reimporting_the_same_file_after_a_merge_adds_nothing(
     db_conn: psycopg.Connection[Any], user: int
 ) -> None:

@@ -699,8 +699,9 @@ UPDATE tmp_plays p SET action = 'duplicate'
        SELECT 1 FROM listening_events e WHERE e.user_id = %(user)s AND e.track_id = ANY (p.alt_ids)
           AND e.played_at = p.played_at AND e.origin = p.origin);
 
--- Another origin's record of the same play: same track, within 30 s (60 s where an account-data
--- record, of minute precision, is involved). A stored play takes one record of each other origin:
+-- Another origin's record of the same play: same track, within 30 s (an account-data record, of
+-- minute precision, stands for its whole minute: see play_distance). A stored play takes one record
+-- of each other origin:
 -- its <origin>_twin_at slot is free (the record claims it), or holds this very record's time (a
 -- repeat: duplicate); a slot taken by another record is passed over. Closest first.
 WITH cand AS (
@@ -708,8 +709,8 @@ WITH cand AS (
            e.is_estimated,
            CASE p.origin WHEN 'api' THEN e.api_twin_at WHEN 'extended' THEN e.extended_twin_at
                 ELSE e.account_twin_at END AS slot,
-           LEAST(abs(extract(epoch FROM e.played_at - p.played_at)),
-                 abs(extract(epoch FROM e.extended_twin_at - p.played_at))) AS dist
+           LEAST(play_distance(e.played_at, e.origin, p.played_at, p.origin),
+                 play_distance(e.extended_twin_at, 'extended', p.played_at, p.origin)) AS dist
       FROM tmp_plays p
      CROSS JOIN LATERAL (
            SELECT * FROM listening_events e
@@ -722,7 +723,7 @@ WITH cand AS (
 ), eligible AS (
     SELECT * FROM cand
      WHERE (slot IS NULL OR slot = played_at)
-       AND dist <= CASE WHEN 'account' IN (origin, e_origin) THEN 60 ELSE 30 END
+       AND dist <= 30
 ), best AS (
     SELECT DISTINCT ON (seq) * FROM eligible ORDER BY seq, (slot IS NOT NULL) DESC, dist, target
 ), claimed AS (
