@@ -96,12 +96,14 @@ class BucketNotification:
 
 # Queues and their consumers join the wiring with the pipelines that use them (sync, import,
 # enrichment, top lists); each queue gets a dead-letter queue after ``max_receives`` deliveries.
-QUEUES: tuple[Queue, ...] = ()
+QUEUES: tuple[Queue, ...] = (Queue("import", max_receives=3),)
 
 # Uploads land under uploads/<user id>/<import id>/... (myi.uploads.UPLOAD_PREFIX, the same value);
 # every created object is announced to the import queue (S3 -> SQS, as in the cloud).
 IMPORT_UPLOAD_PREFIX = "uploads/"
-BUCKET_NOTIFICATIONS: tuple[BucketNotification, ...] = ()
+BUCKET_NOTIFICATIONS: tuple[BucketNotification, ...] = (
+    BucketNotification(bucket="imports", queue="import", prefix=IMPORT_UPLOAD_PREFIX),
+)
 
 API_ROUTES: tuple[Route, ...] = (
     Route("GET", "/health"),
@@ -109,6 +111,9 @@ API_ROUTES: tuple[Route, ...] = (
     Route("GET", "/me"),
     Route("PATCH", "/me"),
     Route("DELETE", "/me"),
+    Route("POST", "/me/imports"),
+    Route("GET", "/me/imports"),
+    Route("GET", "/me/imports/{id}"),
 )
 
 AUTH_ROUTES: tuple[Route, ...] = (
@@ -133,6 +138,17 @@ FUNCTIONS: tuple[Function, ...] = (
         memory_mb=512,
         routes=AUTH_ROUTES,
         access=("db", "state_table", "token_key", "spotify_secret", "spotify"),
+    ),
+    Function(
+        name="import_worker",
+        description="Imports an uploaded Spotify export, streaming, in resumable batches",
+        timeout_s=900,
+        memory_mb=1024,
+        queue=QueueTrigger("import", batch_size=1, max_concurrency=5),
+        schedules=(
+            Schedule("import-sweep", "rate(15 minutes)", "Fails imports that stopped making progress"),
+        ),
+        access=("db", "import_bucket:read", "import_queue:send"),
     ),
     Function(
         name="partition_maintenance",

@@ -23,6 +23,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.plays",
     "tests.fixtures.fake_spotify",
     "tests.fixtures.auth",
+    "tests.fixtures.imports",
 ]
 
 # Tests never talk to real AWS or Spotify, whatever the developer's shell holds.

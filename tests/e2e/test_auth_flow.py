@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -11,74 +9,14 @@ import httpx
 import psycopg
 import pytest
 
-from myi.devtools import embedded
-from tests.fixtures.local_runtime import LocalRuntime, start_local_runtime, stop_local_runtime
+from tests.e2e.conftest import APP_URL, print_log_on_failure, sign_in
+from tests.fixtures.local_runtime import LocalRuntime
 
-APP_URL = "http://127.0.0.1:9/app"  # the SPA: never fetched, only redirected to
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[Any]:
-    from myi.fakespotify import FakeSpotify, demo_world
-
-    with FakeSpotify(demo_world()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def runtime(fake: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
-    pg = embedded.start_postgres("pg-test")
-    database_url = pg.create_database()
-    log = tmp_path_factory.mktemp("auth-e2e") / "local-runtime.log"
-    rt = start_local_runtime(
-        database_url,
-        log,
-        {
-            "SPOTIFY_ACCOUNTS_URL": fake.accounts_url,
-            "SPOTIFY_API_URL": fake.api_url,
-            "SPOTIFY_CLIENT_ID": fake.client_id,
-            "SPOTIFY_CLIENT_SECRET": fake.client_secret,
-            "APP_URL": APP_URL,
-        },
-    )
-    failed = False
-    try:
-        yield rt
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        code = stop_local_runtime(rt)
-        if failed:
-            print(f"\n--- local runtime log (exit {code}) ---\n{rt.log()}", file=sys.stderr)
-        pg.drop_database(database_url)
-
-
-@pytest.fixture(autouse=True)
-def show_log_on_failure(request: pytest.FixtureRequest, runtime: LocalRuntime) -> Iterator[None]:
-    yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(f"\n--- local runtime log ---\n{runtime.log()}", file=sys.stderr)
+log_on_failure = pytest.fixture(autouse=True)(print_log_on_failure)
 
 
 def query(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
-
-
-def sign_in(rt: LocalRuntime, spotify_user: str = "demo", return_to: str = "/") -> tuple[str, str, str]:
-    """Login -> Spotify -> callback; returns (session cookie value, final location, callback URL)."""
-    start = rt.get("/auth/login", params={"return_to": return_to})
-    assert start.status_code == 302, start.text
-    approved = httpx.get(start.headers["location"] + f"&fake_user={spotify_user}", follow_redirects=False)
-    assert approved.status_code in (302, 303)
-    callback = approved.headers["location"]
-    assert callback.startswith(f"{rt.url}/auth/callback?")
-    done = httpx.get(callback, follow_redirects=False)
-    assert done.status_code == 302, done.text
-    cookie = done.cookies.get("myi_session")
-    assert cookie, done.headers
-    return cookie, done.headers["location"], callback
 
 
 def me(rt: LocalRuntime, cookie: str | None) -> httpx.Response:

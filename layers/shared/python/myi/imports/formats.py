@@ -1,0 +1,131 @@
+"""Spotify's export formats, recognised by content, and the normalisation of their records.
+
+- Extended streaming history, new (``Streaming_History_Audio_*.json``, ``..._Video_*``) and old
+  (``endsong_*.json``): objects with ``ts`` (end of playback, seconds, UTC) and ``ms_played``, the
+  track URI and names of track, album artist and album; episodes and audiobook chapters carry
+  their own fields instead.
+- Account data (``StreamingHistory_music_*.json``, formerly ``StreamingHistory*.json``): objects with
+  ``endTime`` (``YYYY-MM-DD HH:MM``, UTC, end of playback), ``artistName``, ``trackName``,
+  ``msPlayed``; podcast files carry ``podcastName``/``episodeName`` instead.
+
+Every record becomes a :class:`~myi.plays.Play` or exactly one skip reason; API.md fixes the order:
+invalid, audiobook, episode, no_track_uri, incognito, short_play.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from myi.catalog import spotify_id_from_uri
+from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
+
+SkipReason = Literal["short_play", "incognito", "episode", "audiobook", "no_track_uri", "invalid"]
+SKIP_REASONS: tuple[SkipReason, ...] = (
+    "short_play",
+    "incognito",
+    "episode",
+    "audiobook",
+    "no_track_uri",
+    "invalid",
+)
+MIN_PLAY_MS = 30_000
+
+# Keys that make a JSON array an export file, whatever it is called.
+_EXTENDED_KEYS = {"ts", "ms_played"}
+_ACCOUNT_KEYS = {"endTime", "msPlayed"}
+
+
+def is_export_record(record: Any) -> bool:
+    """Whether a record looks like one of an export file (used on a file's first record)."""
+    return isinstance(record, dict) and (record.keys() >= _EXTENDED_KEYS or record.keys() >= _ACCOUNT_KEYS)
+
+
+def _int(value: Any) -> int | None:
+    """An integer field (ijson gives numbers as int or Decimal); bools and fractions are not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _extended_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _account_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def normalise(record: Any) -> Play | SkipReason:
+    """One record of any export format: a play, or why it is not one."""
+    if not isinstance(record, dict):
+        return "invalid"
+    if "ts" in record:
+        return _extended(record)
+    if "endTime" in record:
+        return _account(record)
+    return "invalid"
+
+
+def _extended(r: dict[str, Any]) -> Play | SkipReason:
+    played_at = _extended_time(r.get("ts"))
+    ms = _int(r.get("ms_played"))
+    if played_at is None or ms is None or ms < 0:
+        return "invalid"
+    if r.get("audiobook_chapter_uri") or r.get("audiobook_uri") or r.get("audiobook_title"):
+        return "audiobook"
+    if r.get("spotify_episode_uri") or r.get("episode_name") or r.get("episode_show_name"):
+        return "episode"
+    uri = r.get("spotify_track_uri")
+    track_id = spotify_id_from_uri(uri) if isinstance(uri, str) else None
+    if not track_id:
+        return "no_track_uri"
+    if r.get("incognito_mode") is True:
+        return "incognito"
+    if ms < MIN_PLAY_MS and r.get("reason_end") != "trackdone":
+        return "short_play"
+    track_name = _text(r.get("master_metadata_track_name"))
+    artist_name = _text(r.get("master_metadata_album_artist_name"))
+    album_name = _text(r.get("master_metadata_album_album_name"))
+    artists = (ArtistRef(artist_name),) if artist_name else ()
+    album = AlbumRef(album_name, artists=artists) if album_name else None
+    track = TrackRef(name=track_name or "", spotify_id=track_id, artists=artists, album=album)
+    return Play(track, played_at, "extended", ms)
+
+
+def _account(r: dict[str, Any]) -> Play | SkipReason:
+    played_at = _account_time(r.get("endTime"))
+    ms = _int(r.get("msPlayed"))
+    if played_at is None or ms is None or ms < 0:
+        return "invalid"
+    if "podcastName" in r or "episodeName" in r:
+        return "episode"
+    if "audiobookName" in r or "audiobookTitle" in r or "chapterName" in r:
+        return "audiobook"
+    artist_name, track_name = _text(r.get("artistName")), _text(r.get("trackName"))
+    if artist_name is None or track_name is None:
+        return "invalid"
+    if ms < MIN_PLAY_MS:
+        return "short_play"
+    track = TrackRef(name=track_name, spotify_id=None, artists=(ArtistRef(artist_name),))
+    return Play(track, played_at, "account", ms)

@@ -1,0 +1,329 @@
+"""The import worker: from an uploaded object to exact statistics, in resumable batches.
+
+1. The S3 notification names a key; the job is found by that exact key (an object that matches no
+   job is refused and logged; keys carry the owner's prefix, so another user's job cannot match).
+2. The object's real size is checked against ``MAX_UPLOAD_BYTES`` (the POST policy enforces it in
+   S3; the emulator does not, so it is checked here too).
+3. A first pass reads the upload whole without writing anything: every export member is parsed
+   to its end, so a bad file (not a zip, no export inside, encrypted, a zip bomb, broken JSON, an
+   object where a list belongs) fails the job before a single play is committed. Nothing of a
+   failed job ever reaches the statistics.
+4. The second pass normalises every record and ingests the plays in batches of
+   ``IMPORT_BATCH_SIZE`` records; each batch commits together with the job's counts, progress and
+   checkpoint (member and record reached). A worker that dies mid-file leaves the job ``running``
+   with its checkpoint; the redelivered message resumes from it, and a worker about to run out of
+   time enqueues a continuation itself. Only one worker runs a job at a time (an advisory lock).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote_plus
+
+import psycopg
+
+from myi import stats
+from myi.imports import jobs
+from myi.imports.formats import is_export_record, normalise
+from myi.imports.reader import BadUpload, Member, Upload, array_records, is_export, open_s3
+from myi.ingestion import IngestResult, bulk_ingest
+from myi.observability import logger
+from myi.plays import Play
+from myi.settings import Settings
+
+IMPORT_LOCK_CLASS = 7_001  # pg_try_advisory_lock(class, job) namespaces
+TIME_MARGIN_MS = 60_000  # stop and continue in a new invocation with this much time left
+
+
+@dataclass
+class WorkerDeps:
+    settings: Settings
+    conn: psycopg.Connection[Any]
+    s3: Any
+    sqs: Any
+    remaining_ms: Callable[[], int] = field(default=lambda: 900_000)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+@dataclass
+class _Totals:
+    records: int = 0
+    added: int = 0
+    merged: int = 0
+    duplicates: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def handle_message(deps: WorkerDeps, body: str) -> None:
+    """One SQS message: an S3 notification (one or more created objects) or a continuation."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        logger.warning("import queue message is not JSON; dropped")
+        return
+    if not isinstance(message, dict):
+        logger.warning("import queue message is not an object; dropped")
+        return
+    if message.get("Event") == "s3:TestEvent":
+        return
+    if "import_id" in message:
+        job_id = _uuid(message["import_id"])
+        if job_id is not None:
+            run(deps, job_id)
+        return
+    for record in message.get("Records") or []:
+        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        key = unquote_plus(record.get("s3", {}).get("object", {}).get("key", ""))
+        job = jobs.by_key(deps.conn, key)
+        if job is None:
+            logger.warning("an upload matches no import job; refused", extra={"object_key": key})
+            continue
+        run(deps, job["id"])
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def run(deps: WorkerDeps, job_id: uuid.UUID) -> None:
+    """Run (or resume) one job, unless another worker holds it."""
+    conn = deps.conn
+    key = job_id.int & 0x7FFFFFFF
+    locked = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (IMPORT_LOCK_CLASS, key)).fetchone()
+    if not locked or not locked[0]:
+        logger.info("import already running elsewhere", extra={"import_id": str(job_id)})
+        return
+    try:
+        _run_locked(deps, job_id)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (IMPORT_LOCK_CLASS, key))
+
+
+def _run_locked(deps: WorkerDeps, job_id: uuid.UUID) -> None:
+    s, conn = deps.settings, deps.conn
+    job = jobs.by_id(conn, job_id)
+    if job is None or job["status"] in ("completed", "failed"):
+        return
+    log = {"import_id": str(job_id), "user_id": job["user_id"]}
+    try:
+        head = deps.s3.head_object(Bucket=s.import_bucket, Key=job["object_key"])
+    except deps.s3.exceptions.ClientError:
+        _fail(deps, job, "The uploaded file is gone; upload it again.")
+        return
+    size = int(head["ContentLength"])
+    if size > s.max_upload_bytes:
+        _fail(deps, job, f"The file is larger than the {s.max_upload_bytes} bytes an import may have.")
+        return
+    if job["status"] != "running":
+        conn.execute(
+            "UPDATE import_jobs SET status = 'running', started_at = %s, updated_at = %s, bytes_total = %s "
+            "WHERE id = %s AND user_id = %s",
+            (deps.clock(), deps.clock(), size, job_id, job["user_id"]),
+        )
+        logger.info("import started", extra={**log, "bytes": size})
+    else:
+        logger.info("import resumed", extra={**log, "checkpoint": job["checkpoint"]})
+    try:
+        stream, _ = open_s3(deps.s3, s.import_bucket, job["object_key"], size)
+        limits = {"max_uncompressed": s.import_max_uncompressed_bytes, "max_ratio": s.import_max_ratio}
+        checkpoint = job["checkpoint"]
+        if not checkpoint:
+            upload = Upload(stream, size, filename=job["filename"], **limits)
+            checkpoint = {"members": _validate(upload), "member": 0, "record": 0}
+            conn.execute(
+                "UPDATE import_jobs SET checkpoint = %s, updated_at = %s WHERE id = %s",
+                (json.dumps(checkpoint), deps.clock(), job_id),
+            )
+            stream.seek(0)
+        upload = Upload(stream, size, filename=job["filename"], **limits)
+        finished = _ingest(deps, job, upload, checkpoint)
+    except BadUpload as exc:
+        _fail(deps, job, str(exc))
+        return
+    if finished:
+        conn.execute(
+            "UPDATE import_jobs SET status = 'completed', finished_at = %s, updated_at = %s, "
+            "bytes_read = bytes_total, checkpoint = NULL WHERE id = %s",
+            (deps.clock(), deps.clock(), job_id),
+        )
+        logger.info("import completed", extra=log)
+    else:
+        _continue_later(deps, job_id)
+
+
+def _validate(upload: Upload) -> list[int]:
+    """The export members of an upload, each read to its end: a bad file fails here, before any
+    write. Returns the members' indices."""
+    candidates = upload.candidates()
+    if not upload.is_zip:
+        member = candidates[0]
+        first = True
+        for record in array_records(upload.open(member), member.name):
+            if first and not is_export_record(record):
+                raise BadUpload(f"{member.name} is not a Spotify listening history file")
+            first = False
+        return [member.index]
+    exports = [m for m in candidates if is_export(upload, m)]
+    if not exports:
+        raise BadUpload(
+            f"{upload.filename} holds no Spotify listening history (no Streaming_History_*, endsong_* "
+            "or StreamingHistory* files)"
+        )
+    for member in exports:
+        for _ in array_records(upload.open(member), member.name):
+            pass
+    return [m.index for m in exports]
+
+
+def _ingest(deps: WorkerDeps, job: dict[str, Any], upload: Upload, checkpoint: dict[str, Any]) -> bool:
+    """Ingest from the checkpoint on; True when the upload is done, False when time ran short."""
+    s = deps.settings
+    by_index = {m.index: m for m in upload.candidates()}
+    members: list[int] = list(checkpoint["members"])
+    totals = _Totals(
+        records=int(job["records_read"]),
+        added=int(job["added"]),
+        merged=int(job["merged"]),
+        duplicates=int(job["duplicates"]),
+        skipped=Counter({k: int(v) for k, v in (job["skipped"] or {}).items()}),
+    )
+    for position in range(int(checkpoint["member"]), len(members)):
+        member: Member = by_index[members[position]]
+        resume_at = int(checkpoint["record"]) if position == int(checkpoint["member"]) else 0
+        plays: list[Play] = []
+        skips: Counter[str] = Counter()
+        read = 0
+        pending = 0
+        for record in array_records(upload.open(member), member.name):
+            read += 1
+            if read <= resume_at:
+                continue
+            pending += 1
+            result = normalise(record)
+            if isinstance(result, Play):
+                plays.append(result)
+            else:
+                skips[result] += 1
+            if pending >= s.import_batch_size:
+                _commit(
+                    deps,
+                    job,
+                    upload,
+                    totals,
+                    plays,
+                    skips,
+                    pending,
+                    {**checkpoint, "member": position, "record": read},
+                )
+                plays, skips, pending = [], Counter(), 0
+                if deps.remaining_ms() < TIME_MARGIN_MS:
+                    return False
+        next_member = {**checkpoint, "member": position + 1, "record": 0}
+        _commit(deps, job, upload, totals, plays, skips, pending, next_member)
+        if position + 1 < len(members) and deps.remaining_ms() < TIME_MARGIN_MS:
+            return False
+    return True
+
+
+def _commit(
+    deps: WorkerDeps,
+    job: dict[str, Any],
+    upload: Upload,
+    totals: _Totals,
+    plays: list[Play],
+    skips: Counter[str],
+    records: int,
+    checkpoint: dict[str, Any],
+) -> None:
+    """One batch: its plays, the job's counts, progress and checkpoint, in one transaction."""
+    conn = deps.conn
+    with bulk_ingest(conn, job["user_id"], import_id=job["id"]) as bulk:
+        result = bulk.add(plays) if plays else IngestResult()
+        totals.records += records
+        totals.added += result.added
+        totals.merged += result.merged
+        totals.duplicates += result.duplicates
+        totals.skipped.update(skips)
+        conn.execute(
+            """
+            UPDATE import_jobs SET records_read = %(records)s, added = %(added)s, merged = %(merged)s,
+                   duplicates = %(duplicates)s, skipped = %(skipped)s, bytes_read = %(bytes)s,
+                   checkpoint = %(checkpoint)s, updated_at = %(now)s
+             WHERE id = %(id)s AND user_id = %(user)s AND status = 'running'
+            """,
+            {
+                "records": totals.records,
+                "added": totals.added,
+                "merged": totals.merged,
+                "duplicates": totals.duplicates,
+                "skipped": jobs.skipped_json(dict(totals.skipped)),
+                "bytes": upload.position,
+                "checkpoint": json.dumps(checkpoint),
+                "now": deps.clock(),
+                "id": job["id"],
+                "user": job["user_id"],
+            },
+        )
+
+
+def _continue_later(deps: WorkerDeps, job_id: uuid.UUID) -> None:
+    url = deps.settings.require("import_queue_url", "IMPORT_QUEUE_URL")
+    deps.sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"import_id": str(job_id)}))
+    logger.info("import continues in a new invocation", extra={"import_id": str(job_id)})
+
+
+def _fail(deps: WorkerDeps, job: dict[str, Any], error: str) -> None:
+    """End a job as failed; whatever it committed is taken back out of the events and statistics."""
+    conn = deps.conn
+    user_id = job["user_id"]
+    with conn.transaction():
+        conn.execute(
+            "UPDATE import_jobs SET status = 'failed', error = %s, finished_at = %s, updated_at = %s, "
+            "checkpoint = NULL WHERE id = %s AND user_id = %s",
+            (error, deps.clock(), deps.clock(), job["id"], user_id),
+        )
+        gone = conn.execute(
+            "DELETE FROM listening_events WHERE user_id = %s AND import_id = %s", (user_id, job["id"])
+        ).rowcount
+    if gone:
+        stats.rebuild(conn, user_id)
+    logger.warning("import failed", extra={"import_id": str(job["id"]), "user_id": user_id, "error": error})
+
+
+def sweep(deps: WorkerDeps) -> dict[str, int]:
+    """Fail jobs stuck ``running`` without progress for ``IMPORT_STUCK_SECONDS``, and jobs whose
+    upload never arrived."""
+    s, now = deps.settings, deps.clock()
+    stuck = deps.conn.execute(
+        "SELECT id FROM import_jobs WHERE status = 'running' AND updated_at < %s",
+        (now - timedelta(seconds=s.import_stuck_s),),
+    ).fetchall()
+    failed = 0
+    for (job_id,) in stuck:
+        key = job_id.int & 0x7FFFFFFF
+        got = deps.conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (IMPORT_LOCK_CLASS, key)).fetchone()
+        if not got or not got[0]:
+            continue  # a worker still holds it: slow, not stuck
+        try:
+            job = jobs.by_id(deps.conn, job_id)
+            if job is not None and job["status"] == "running":
+                _fail(deps, job, "The import stopped making progress; upload the file again.")
+                failed += 1
+        finally:
+            deps.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (IMPORT_LOCK_CLASS, key))
+    abandoned = deps.conn.execute(
+        "UPDATE import_jobs SET status = 'failed', error = 'The upload never arrived.', finished_at = %s, "
+        "updated_at = %s WHERE status = 'awaiting_upload' AND created_at < %s",
+        (now, now, now - timedelta(seconds=s.upload_url_ttl_s) - timedelta(hours=1)),
+    ).rowcount
+    return {"stuck_failed": failed, "abandoned": abandoned}
