@@ -96,7 +96,7 @@ class BucketNotification:
 
 # Queues and their consumers join the wiring with the pipelines that use them (sync, import,
 # enrichment, top lists); each queue gets a dead-letter queue after ``max_receives`` deliveries.
-QUEUES: tuple[Queue, ...] = (Queue("import", max_receives=3),)
+QUEUES: tuple[Queue, ...] = (Queue("import", max_receives=3), Queue("sync", max_receives=5))
 
 # Uploads land under uploads/<user id>/<import id>/... (myi.uploads.UPLOAD_PREFIX, the same value);
 # every created object is announced to the import queue (S3 -> SQS, as in the cloud).
@@ -114,6 +114,7 @@ API_ROUTES: tuple[Route, ...] = (
     Route("POST", "/me/imports"),
     Route("GET", "/me/imports"),
     Route("GET", "/me/imports/{id}"),
+    Route("POST", "/me/sync"),
 )
 
 AUTH_ROUTES: tuple[Route, ...] = (
@@ -129,7 +130,7 @@ FUNCTIONS: tuple[Function, ...] = (
         timeout_s=29,
         memory_mb=1024,
         routes=API_ROUTES,
-        access=("db", "import_bucket:write"),
+        access=("db", "state_table", "import_bucket:write", "sync_queue:send"),
     ),
     Function(
         name="auth",
@@ -149,6 +150,22 @@ FUNCTIONS: tuple[Function, ...] = (
             Schedule("import-sweep", "rate(15 minutes)", "Fails imports that stopped making progress"),
         ),
         access=("db", "import_bucket:read", "import_queue:send"),
+    ),
+    Function(
+        name="sync_fanout",
+        description="Enqueues every user who is due for a listening sync",
+        timeout_s=300,
+        memory_mb=512,
+        schedules=(Schedule("sync-fanout", "rate(15 minutes)", "Listening sync fan-out"),),
+        access=("db", "sync_queue:send"),
+    ),
+    Function(
+        name="sync_worker",
+        description="Reads a user's recently played tracks from Spotify and ingests them",
+        timeout_s=60,
+        memory_mb=512,
+        queue=QueueTrigger("sync", batch_size=5, max_concurrency=10),
+        access=("db", "state_table", "token_key", "spotify_secret", "spotify", "sync_queue:send"),
     ),
     Function(
         name="partition_maintenance",

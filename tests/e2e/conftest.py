@@ -39,6 +39,7 @@ def runtime(fake: FakeSpotify, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "APP_URL": APP_URL,
             "MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
             "IMPORT_BATCH_SIZE": "2000",
+            "SYNC_MAX_DELAY_SECONDS": "1",
         },
     )
     try:

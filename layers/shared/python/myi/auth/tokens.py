@@ -125,6 +125,22 @@ class TokenManager:
                     return token
         raise GrantUnavailable(f"the Spotify grant of user {user_id} is unusable: {reason}")
 
+    def invalidate(self, user_id: int) -> None:
+        """Forget the cached access token (Spotify refused it): the next call refreshes."""
+        self._conn.execute(
+            "UPDATE spotify_auth SET access_expires_at = %s WHERE user_id = %s", (self._clock(), user_id)
+        )
+
+    def token_source(self, user_id: int) -> Callable[[bool], str]:
+        """For :class:`~myi.spotify.client.SpotifyClient`: the token, refreshed when ``force``."""
+
+        def source(force: bool) -> str:
+            if force:
+                self.invalidate(user_id)
+            return self.get_access_token(user_id)
+
+        return source
+
     def _refresh(self, user_id: int) -> tuple[str | None, str | None]:
         """Refresh under the row lock: ``(access token, None)``, or ``(None, why not)`` with the
         failure recorded (it must commit, so it is not raised)."""

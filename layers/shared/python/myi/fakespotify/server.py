@@ -89,7 +89,8 @@ class FakeSpotify:
         self._lock = threading.RLock()
         self._codes: dict[str, _Code] = {}
         self._refresh: dict[str, str] = {}  # refresh token -> user
-        self._access: dict[str, tuple[str, float]] = {}  # access token -> (user, expires at)
+        # access token -> (user, or None for an app token, expires at)
+        self._access: dict[str, tuple[str | None, float]] = {}
         self._issued: list[str] = []
         self._faults: list[Fault] = []
         self._login_as: str | None = None
@@ -327,9 +328,13 @@ class FakeSpotify:
                 if self.rotate_refresh_tokens:
                     del self._refresh[token]
             return 200, self._issue(user, refresh=self.rotate_refresh_tokens), {}
-        raise _oauth_error("unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
+        if grant == "client_credentials":
+            if not (headers.get("Authorization") or "").startswith("Basic "):
+                raise _oauth_error("invalid_client", "client credentials need the client secret")
+            return 200, self._issue(None, refresh=False), {}
+        raise _oauth_error("unsupported_grant_type", "unsupported grant_type")
 
-    def _issue(self, user: str, *, refresh: bool) -> dict[str, Any]:
+    def _issue(self, user: str | None, *, refresh: bool) -> dict[str, Any]:
         access = "BQ" + secrets.token_urlsafe(60)
         out: dict[str, Any] = {
             "access_token": access,
@@ -340,14 +345,14 @@ class FakeSpotify:
         with self._lock:
             self._access[access] = (user, time.time() + self.access_token_ttl_s)
             self._issued.append(access)
-            if refresh:
+            if refresh and user is not None:
                 token = "AQ" + secrets.token_urlsafe(90)
                 self._refresh[token] = user
                 self._issued.append(token)
                 out["refresh_token"] = token
         return out
 
-    def _bearer(self, headers: Any) -> str:
+    def _bearer(self, headers: Any) -> str | None:
         auth = headers.get("Authorization") or ""
         if not auth.startswith("Bearer "):
             raise _api_error(401, "No token provided")
@@ -360,15 +365,19 @@ class FakeSpotify:
         return entry[0]
 
     # ---- Web API ------------------------------------------------------------------------------
-    def _web_api(self, user: str, path: str, q: dict[str, str]) -> Any:
+    def _web_api(self, user: str | None, path: str, q: dict[str, str]) -> Any:
         w = self.world
         with w.lock:
-            if path == "/me":
-                return w.me(user)
-            if path == "/me/player/recently-played":
-                return self._recently_played(user, q)
-            if path in ("/me/top/tracks", "/me/top/artists"):
-                return self._top(user, path.rsplit("/", 1)[1], q)
+            if path.startswith("/me"):
+                if user is None:
+                    raise _api_error(401, "This endpoint needs a user's token")
+                if path == "/me":
+                    return w.me(user)
+                if path == "/me/player/recently-played":
+                    return self._recently_played(user, q)
+                if path in ("/me/top/tracks", "/me/top/artists"):
+                    return self._top(user, path.rsplit("/", 1)[1], q)
+                raise _api_error(404, "Service not found")
             parts = path.strip("/").split("/")
             if len(parts) == 1 and parts[0] in _BATCH_MAX:
                 return self._batch(parts[0], q)

@@ -83,6 +83,12 @@ class AccountsClient:
     def refresh(self, refresh_token: str) -> TokenGrant:
         return self._token({"grant_type": "refresh_token", "refresh_token": refresh_token})
 
+    def client_credentials(self) -> TokenGrant:
+        """An app token for catalog reads (needs the client secret)."""
+        if not self._secret:
+            raise SpotifyAuthError("invalid_client", "catalog reads need SPOTIFY_CLIENT_SECRET")
+        return self._token({"grant_type": "client_credentials"})
+
     def _token(self, form: dict[str, str]) -> TokenGrant:
         auth: Any = None
         if self._secret:

@@ -48,3 +48,8 @@ def retry_after_of(header: str | None) -> float | None:
         return max(0.0, float(header)) if header is not None else None
     except ValueError:
         return None
+
+
+class SpotifyRateLimited(SpotifyUnavailable):
+    """Spotify answered 429, or the app's shared budget is spent: nobody calls before
+    ``retry_after_s`` has passed."""

@@ -1,0 +1,217 @@
+"""Listening sync: the fan-out that picks who to sync, and the worker that syncs one user.
+
+Spotify offers no push and ``recently-played`` holds only the latest 50 plays, so MYI polls: the
+``sync-fanout`` schedule enqueues every user who is due (a valid grant, a login within
+``SYNC_ACTIVE_DAYS``, the last sync older than ``SYNC_COOLDOWN_SECONDS`` and their own adaptive
+``next_sync_at`` reached), and the worker reads ``recently-played`` after the user's cursor,
+ingests the plays (source ``api``, ``ms_played`` estimated) and moves the cursor.
+
+Cadence adapts per user: a full page (50 plays since the last sync) halves the user's interval and
+re-enqueues them at once to read on; a quiet page lengthens it. A full page after a cursor may
+mean plays were lost before MYI saw them: it is counted in ``users.sync_gaps`` and logged.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from myi.auth.tokens import GrantUnavailable, TokenManager
+from myi.ingestion import IngestResult, ingest
+from myi.observability import logger, metrics
+from myi.plays import Play
+from myi.settings import Settings
+from myi.spotify.client import SpotifyClient
+from myi.spotify.errors import SpotifyRateLimited
+
+PAGE = 50
+MIN_INTERVAL_S = 300
+MAX_SQS_DELAY_S = 900
+
+
+@dataclass
+class SyncDeps:
+    settings: Settings
+    conn: psycopg.Connection[Any]
+    sqs: Any
+    spotify: SpotifyClient
+    tokens: TokenManager
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    rng: random.Random = field(default_factory=random.Random)
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    status: str  # synced | no_grant | no_user | rate_limited
+    result: IngestResult = field(default_factory=IngestResult)
+    fetched: int = 0
+    requeued: bool = False
+
+
+def _queue(settings: Settings) -> str:
+    return str(settings.require("sync_queue_url", "SYNC_QUEUE_URL"))
+
+
+def enqueue(deps_sqs: Any, settings: Settings, user_id: int, delay_s: int = 0) -> None:
+    deps_sqs.send_message(
+        QueueUrl=_queue(settings),
+        MessageBody=json.dumps({"user_id": user_id}),
+        DelaySeconds=max(0, min(MAX_SQS_DELAY_S, int(delay_s))),
+    )
+
+
+def sync_user(deps: SyncDeps, user_id: int) -> SyncOutcome:
+    """One sync of one user: read on from their cursor, ingest, move the cursor and the cadence."""
+    conn, s = deps.conn, deps.settings
+    row = conn.execute("SELECT sync_cursor, sync_interval_s FROM users WHERE id = %s", (user_id,)).fetchone()
+    if row is None:
+        logger.info("sync for a user who no longer exists; dropped", extra={"user_id": user_id})
+        return SyncOutcome("no_user")
+    cursor, interval = row[0], row[1] or s.sync_cooldown_s or MIN_INTERVAL_S
+    after_ms = int(cursor.timestamp() * 1000) if cursor else None
+    try:
+        page = deps.spotify.recently_played(deps.tokens.token_source(user_id), after_ms=after_ms)
+    except GrantUnavailable:
+        logger.info(
+            "no usable grant; the user is not synced until they sign in again", extra={"user_id": user_id}
+        )
+        return SyncOutcome("no_grant")
+    except SpotifyRateLimited as exc:
+        wait = int(exc.retry_after_s or 1) + deps.rng.randint(0, 10)
+        enqueue(deps.sqs, s, user_id, wait)
+        logger.info("Spotify rate limit: sync retried later", extra={"user_id": user_id, "delay_s": wait})
+        return SyncOutcome("rate_limited", requeued=True)
+    plays = [Play(p.track, p.played_at, "api", None) for p in page]
+    result = ingest(conn, user_id, plays) if plays else IngestResult()
+    now = deps.clock()
+    full = len(page) >= PAGE
+    gap = full and cursor is not None
+    interval = (
+        max(MIN_INTERVAL_S, interval // 2) if full else min(max(s.sync_cooldown_s, 3600), int(interval * 1.5))
+    )
+    newest = max((p.played_at for p in page), default=None)
+    conn.execute(
+        """
+        UPDATE users SET last_ingested_at = %(now)s, sync_cursor = GREATEST(sync_cursor, %(newest)s),
+               sync_interval_s = %(interval)s, next_sync_at = %(next)s,
+               sync_full_pages = sync_full_pages + %(full)s, sync_gaps = sync_gaps + %(gap)s
+         WHERE id = %(user)s
+        """,
+        {
+            "now": now,
+            "newest": newest,
+            "interval": interval,
+            "next": now + timedelta(seconds=interval),
+            "full": int(full),
+            "gap": int(gap),
+            "user": user_id,
+        },
+    )
+    if gap:
+        oldest = min(p.played_at for p in page)
+        logger.warning(
+            "full recently-played page after the cursor: plays before it may be lost",
+            extra={"user_id": user_id, "window_from": cursor.isoformat(), "window_to": oldest.isoformat()},
+        )
+        metrics.add_metric(name="SyncPossibleGaps", unit="Count", value=1)
+    if full:
+        enqueue(deps.sqs, s, user_id, deps.rng.randint(0, 5))
+    return SyncOutcome("synced", result, len(page), requeued=full)
+
+
+def handle_message(deps: SyncDeps, body: str) -> SyncOutcome | None:
+    try:
+        message = json.loads(body)
+        user_id = int(message["user_id"])
+    except (ValueError, KeyError, TypeError):
+        logger.warning("sync queue message without a user id; dropped")
+        return None
+    return sync_user(deps, user_id)
+
+
+def fanout(
+    settings: Settings,
+    conn: psycopg.Connection[Any],
+    sqs: Any,
+    *,
+    now: datetime | None = None,
+    rng: random.Random | None = None,
+) -> int:
+    """Enqueue every user who is due, in pages; returns how many. Each page is claimed in one
+    statement (their ``next_sync_at`` moves on), so overlapping fan-outs never enqueue twice."""
+    now = now or datetime.now(UTC)
+    rng = rng or random.Random()  # noqa: S311 - spreading load, not secrets
+    queue = _queue(settings)
+    sent = 0
+    last_id = 0
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        while True:
+            rows = conn.execute(
+                """
+                WITH due AS (
+                    SELECT u.id FROM users u
+                      JOIN spotify_auth a ON a.user_id = u.id AND a.is_valid
+                     WHERE u.id > %(after)s AND u.last_login_at >= %(active)s
+                       AND (u.last_ingested_at IS NULL OR u.last_ingested_at <= %(cool)s)
+                       AND (u.next_sync_at IS NULL OR u.next_sync_at <= %(now)s)
+                     ORDER BY u.id LIMIT %(page)s
+                )
+                UPDATE users u SET next_sync_at = %(claimed)s FROM due WHERE u.id = due.id RETURNING u.id
+                """,
+                {
+                    "after": last_id,
+                    "active": now - timedelta(days=settings.sync_active_days),
+                    "cool": now - timedelta(seconds=settings.sync_cooldown_s),
+                    "now": now,
+                    "page": settings.sync_fanout_page_size,
+                    "claimed": now + timedelta(seconds=max(settings.sync_cooldown_s, 60)),
+                },
+            ).fetchall()
+            if not rows:
+                break
+            ids = sorted(int(r[0]) for r in rows)
+            last_id = ids[-1]
+            batches = [ids[i : i + 10] for i in range(0, len(ids), 10)]
+
+            def send(batch: list[int]) -> int:
+                entries = [
+                    {
+                        "Id": str(uid),
+                        "MessageBody": json.dumps({"user_id": uid}),
+                        "DelaySeconds": rng.randint(0, max(0, settings.sync_max_delay_s)),
+                    }
+                    for uid in batch
+                ]
+                out = sqs.send_message_batch(QueueUrl=queue, Entries=entries)
+                failed = out.get("Failed") or []
+                if failed:
+                    logger.warning("some sync messages were not sent", extra={"failed": len(failed)})
+                return len(batch) - len(failed)
+
+            sent += sum(pool.map(send, batches))
+    logger.info("sync fan-out done", extra={"enqueued": sent})
+    return sent
+
+
+def default_deps(settings: Settings) -> SyncDeps:
+    """The dependencies of this execution environment."""
+    from myi import aws, crypto, db
+    from myi.ratelimit import RateLimiter
+    from myi.spotify.accounts import AccountsClient
+    from myi.spotify.client import Budget
+
+    conn = db.get_connection(settings)
+    return SyncDeps(
+        settings=settings,
+        conn=conn,
+        sqs=aws.client("sqs", settings),
+        spotify=SpotifyClient(settings, Budget(settings, RateLimiter(settings))),
+        tokens=TokenManager(conn, AccountsClient(settings), lambda: crypto.load_keyring(settings)),
+    )

@@ -1,0 +1,271 @@
+"""Listening sync against the fake Spotify, a real PostgreSQL and the emulated SQS and DynamoDB."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from myi import aws, stats
+from myi.auth.tokens import TokenManager, store_grant
+from myi.crypto import KeyRing
+from myi.fakespotify import FakeSpotify
+from myi.ratelimit import RateLimiter
+from myi.settings import Settings
+from myi.spotify.accounts import AccountsClient
+from myi.spotify.client import Budget, SpotifyClient
+from myi.sync import SyncDeps, fanout, handle_message, sync_user
+from tests.fixtures.auth import grant_for
+from tests.fixtures.plays import make_user
+
+
+@pytest.fixture
+def sync_settings(spotify_settings: Settings, aws_resources: dict[str, str]) -> Iterator[Settings]:
+    """The test settings with a sync queue of this test's own."""
+    sqs = aws.client("sqs", spotify_settings)
+    url = sqs.create_queue(QueueName=f"sync-test-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    yield spotify_settings.replace(sync_queue_url=url, sync_cooldown_s=0)
+    sqs.delete_queue(QueueUrl=url)
+
+
+class Lowest(random.Random):
+    """Jitter at its lower bound, so tests see re-enqueued messages at once."""
+
+    def randint(self, a: int, b: int) -> int:
+        return a
+
+
+def deps_for(
+    conn: Any, settings: Settings, keyring: KeyRing, http: httpx.Client, budget_key: str
+) -> SyncDeps:
+    budget = Budget(settings, RateLimiter(settings), key=budget_key)
+    return SyncDeps(
+        settings=settings,
+        conn=conn,
+        sqs=aws.client("sqs", settings),
+        spotify=SpotifyClient(settings, budget, http=http, sleep=lambda s: None),
+        tokens=TokenManager(conn, AccountsClient(settings, http=http), lambda: keyring),
+        rng=Lowest(),
+    )
+
+
+@pytest.fixture
+def deps(db_conn: Any, sync_settings: Settings, keyring: KeyRing) -> Iterator[SyncDeps]:
+    with httpx.Client(timeout=10) as http:
+        yield deps_for(db_conn, sync_settings, keyring, http, f"budget-{uuid.uuid4().hex}")
+
+
+def signed_in(deps: SyncDeps, spotify_id: str = "demo") -> int:
+    user = make_user(deps.conn, spotify_id)
+    deps.conn.execute("UPDATE users SET last_login_at = now() WHERE id = %s", (user,))
+    store_grant(
+        deps.conn, deps.tokens._keyring(), user, grant_for(deps.settings, spotify_id), now=datetime.now(UTC)
+    )
+    return user
+
+
+def queued(deps: SyncDeps) -> list[dict[str, Any]]:
+    """Drain the sync queue (delays included) and return the messages' bodies."""
+    url = deps.settings.sync_queue_url
+    bodies = []
+    while True:
+        got = deps.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
+        if not got:
+            return bodies
+        for m in got:
+            bodies.append(json.loads(m["Body"]))
+            deps.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def events(conn: psycopg.Connection[Any], user: int) -> int:
+    row = conn.execute("SELECT count(*) FROM listening_events WHERE user_id = %s", (user,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def add_plays(fake: FakeSpotify, user: str, n: int) -> None:
+    tracks = list(fake.world.tracks)
+    base = datetime.now(UTC) - timedelta(seconds=n * 5 + 5)  # after the demo world's plays
+    for i in range(n):
+        fake.world.add_play(user, tracks[i], base + timedelta(seconds=5 * i))
+
+
+def test_a_first_sync_stores_the_latest_page_and_reads_on(deps: SyncDeps, fake_spotify: FakeSpotify) -> None:
+    user = signed_in(deps)
+    outcome = sync_user(deps, user)
+    assert outcome.status == "synced" and outcome.fetched == 50 and outcome.result.added == 50
+    assert outcome.requeued and queued(deps) == [{"user_id": user}]
+    row = deps.conn.execute(
+        "SELECT last_ingested_at IS NOT NULL, sync_cursor, sync_gaps FROM users WHERE id = %s", (user,)
+    ).fetchone()
+    newest = fake_spotify.world.plays["demo"][-1][0]
+    assert row == (True, newest.replace(microsecond=newest.microsecond // 1000 * 1000), 0)
+    estimated = deps.conn.execute(
+        "SELECT bool_and(is_estimated), bool_and(origin = 'api') FROM listening_events WHERE user_id = %s",
+        (user,),
+    ).fetchone()
+    assert estimated == (True, True)
+    assert stats.verify(deps.conn, user) == []
+
+
+def test_an_incremental_sync_reads_only_what_is_new(deps: SyncDeps, fake_spotify: FakeSpotify) -> None:
+    user = signed_in(deps)
+    sync_user(deps, user)
+    add_plays(fake_spotify, "demo", 3)
+    fake_spotify.reset_calls()
+    outcome = sync_user(deps, user)
+    assert outcome.result.added == 3 and not outcome.requeued
+    after = fake_spotify.requests[-1][2]["after"]
+    assert int(after) > 0
+    assert events(deps.conn, user) == 53
+
+
+def test_the_same_message_twice_changes_nothing(deps: SyncDeps) -> None:
+    user = signed_in(deps)
+    body = json.dumps({"user_id": user})
+    handle_message(deps, body)
+    snapshot = deps.conn.execute(
+        "SELECT plays, ms_played FROM stat_user WHERE user_id = %s AND grain = 0", (user,)
+    ).fetchone()
+    again = handle_message(deps, body)
+    assert again is not None and again.result.added == 0
+    assert (
+        deps.conn.execute(
+            "SELECT plays, ms_played FROM stat_user WHERE user_id = %s AND grain = 0", (user,)
+        ).fetchone()
+        == snapshot
+    )
+    assert events(deps.conn, user) == 50
+
+
+def test_a_full_page_after_the_cursor_is_counted_as_a_possible_gap(
+    deps: SyncDeps, fake_spotify: FakeSpotify
+) -> None:
+    user = signed_in(deps)
+    sync_user(deps, user)
+    queued(deps)
+    add_plays(fake_spotify, "demo", 60)  # more than one page since the last sync
+    outcome = sync_user(deps, user)
+    assert outcome.requeued and outcome.result.added == 50
+    row = deps.conn.execute(
+        "SELECT sync_gaps, sync_full_pages, sync_interval_s FROM users WHERE id = %s", (user,)
+    ).fetchone()
+    assert row is not None and row[0] == 1 and row[1] == 2 and row[2] == 300
+
+
+def test_rate_limited_sync_waits_for_retry_after_and_loses_nothing(
+    deps: SyncDeps, fake_spotify: FakeSpotify
+) -> None:
+    user = signed_in(deps)
+    fake_spotify.inject("/v1/me/player/recently-played", status=429, retry_after=30)
+    outcome = sync_user(deps, user)
+    assert outcome.status == "rate_limited" and outcome.requeued
+    fake_spotify.reset_calls()
+    again = sync_user(deps, user)  # everyone waits for Retry-After: Spotify is not called
+    assert again.status == "rate_limited" and fake_spotify.calls("/v1/") == 0
+    attributes = deps.sqs.get_queue_attributes(
+        QueueUrl=deps.settings.sync_queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "2"  # both retried after Retry-After
+    # Once the pause is over, the sync completes and nothing is lost.
+    deps.spotify._budget._limiter.block(deps.spotify._budget._key, seconds=0)
+    assert sync_user(deps, user).result.added == 50
+
+
+def test_server_errors_are_retried(deps: SyncDeps, fake_spotify: FakeSpotify) -> None:
+    user = signed_in(deps)
+    fake_spotify.inject("/v1/me/player/recently-played", status=502, times=2)
+    assert sync_user(deps, user).result.added == 50
+    assert fake_spotify.calls("/v1/me/player/recently-played") == 3
+
+
+def test_an_expired_access_token_is_refreshed_once(deps: SyncDeps, fake_spotify: FakeSpotify) -> None:
+    user = signed_in(deps)
+    fake_spotify.expire_access_tokens()
+    fake_spotify.reset_calls()
+    assert sync_user(deps, user).result.added == 50
+    assert fake_spotify.calls("/api/token") == 1
+
+
+def test_a_revoked_user_is_quarantined_after_three_attempts_and_never_called_again(
+    deps: SyncDeps, fake_spotify: FakeSpotify
+) -> None:
+    user = signed_in(deps)
+    fake_spotify.revoke("demo")
+    for _ in range(3):
+        assert sync_user(deps, user).status == "no_grant"
+    assert deps.conn.execute("SELECT is_valid FROM spotify_auth WHERE user_id = %s", (user,)).fetchone() == (
+        False,
+    )
+    fake_spotify.reset_calls()
+    assert sync_user(deps, user).status == "no_grant"
+    assert fanout(deps.settings, deps.conn, deps.sqs) == 0
+    assert fake_spotify.calls() == 0 and queued(deps) == []
+
+
+def test_a_deleted_user_is_dropped(deps: SyncDeps, fake_spotify: FakeSpotify) -> None:
+    user = signed_in(deps)
+    deps.conn.execute("DELETE FROM users WHERE id = %s", (user,))
+    fake_spotify.reset_calls()
+    assert sync_user(deps, user).status == "no_user" and fake_spotify.calls() == 0
+
+
+def test_fanout_enqueues_exactly_the_users_who_are_due(deps: SyncDeps) -> None:
+    due = signed_in(deps, "demo")
+    inactive = signed_in(deps, "ana")
+    deps.conn.execute(
+        "UPDATE users SET last_login_at = now() - interval '40 days' WHERE id = %s", (inactive,)
+    )
+    recent = signed_in(deps, "mika")
+    settings = deps.settings.replace(sync_cooldown_s=600)
+    deps.conn.execute(
+        "UPDATE users SET last_ingested_at = now() - interval '1 minute' WHERE id = %s", (recent,)
+    )
+    never = make_user(deps.conn, "no-grant")
+    deps.conn.execute("UPDATE users SET last_login_at = now() WHERE id = %s", (never,))
+    assert fanout(settings, deps.conn, deps.sqs, rng=Lowest()) == 1
+    assert queued(deps) == [{"user_id": due}]
+    assert (
+        fanout(settings, deps.conn, deps.sqs, rng=Lowest()) == 0
+    )  # claimed: an overlapping fan-out sends nothing
+
+
+def test_the_shared_budget_holds_under_concurrent_workers(
+    database_url: str, sync_settings: Settings, keyring: KeyRing, fake_spotify: FakeSpotify, db_conn: Any
+) -> None:
+    settings = sync_settings.replace(spotify_rate_budget=6, spotify_rate_window_s=3600)
+    users = []
+    with httpx.Client(timeout=10) as http:
+        setup = deps_for(db_conn, settings, keyring, http, "unused")
+        for name in ("demo", "ana", "mika"):
+            users.append(signed_in(setup, name))
+    key = f"budget-{uuid.uuid4().hex}"
+    fake_spotify.reset_calls()
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def worker(user: int) -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn, httpx.Client(timeout=10) as http:
+            d = deps_for(conn, settings, keyring, http, key)
+            for _ in range(4):
+                status = sync_user(d, user).status
+                with lock:
+                    outcomes.append(status)
+
+    threads = [threading.Thread(target=worker, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fake_spotify.calls("/v1/") == 6
+    assert outcomes.count("synced") == 6 and outcomes.count("rate_limited") == 6
