@@ -96,7 +96,11 @@ class BucketNotification:
 
 # Queues and their consumers join the wiring with the pipelines that use them (sync, import,
 # enrichment, top lists); each queue gets a dead-letter queue after ``max_receives`` deliveries.
-QUEUES: tuple[Queue, ...] = (Queue("import", max_receives=3), Queue("sync", max_receives=5))
+QUEUES: tuple[Queue, ...] = (
+    Queue("import", max_receives=3),
+    Queue("sync", max_receives=5),
+    Queue("enrichment", max_receives=5),
+)
 
 # Uploads land under uploads/<user id>/<import id>/... (myi.uploads.UPLOAD_PREFIX, the same value);
 # every created object is announced to the import queue (S3 -> SQS, as in the cloud).
@@ -149,7 +153,7 @@ FUNCTIONS: tuple[Function, ...] = (
         schedules=(
             Schedule("import-sweep", "rate(15 minutes)", "Fails imports that stopped making progress"),
         ),
-        access=("db", "import_bucket:read", "import_queue:send"),
+        access=("db", "import_bucket:read", "import_queue:send", "enrichment_queue:send"),
     ),
     Function(
         name="sync_fanout",
@@ -165,7 +169,24 @@ FUNCTIONS: tuple[Function, ...] = (
         timeout_s=60,
         memory_mb=512,
         queue=QueueTrigger("sync", batch_size=5, max_concurrency=10),
-        access=("db", "state_table", "token_key", "spotify_secret", "spotify", "sync_queue:send"),
+        access=(
+            "db",
+            "state_table",
+            "token_key",
+            "spotify_secret",
+            "spotify",
+            "sync_queue:send",
+            "enrichment_queue:send",
+        ),
+    ),
+    Function(
+        name="enrichment_worker",
+        description="Fills catalog gaps (durations, albums, provisional artists and albums) from Spotify",
+        timeout_s=120,
+        memory_mb=512,
+        queue=QueueTrigger("enrichment", batch_size=10, max_concurrency=2, batching_window_s=5),
+        schedules=(Schedule("enrichment-sweep", "rate(15 minutes)", "Retries catalog gaps that are due"),),
+        access=("db", "state_table", "spotify_secret", "spotify", "enrichment_queue:send"),
     ),
     Function(
         name="partition_maintenance",

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from myi import enrichment
 from myi.auth.tokens import GrantUnavailable, TokenManager
 from myi.ingestion import IngestResult, ingest
 from myi.observability import logger, metrics
@@ -121,6 +122,8 @@ def sync_user(deps: SyncDeps, user_id: int) -> SyncOutcome:
             extra={"user_id": user_id, "window_from": cursor.isoformat(), "window_to": oldest.isoformat()},
         )
         metrics.add_metric(name="SyncPossibleGaps", unit="Count", value=1)
+    if result.added:
+        enrichment.request(deps.sqs, s)
     if full:
         enqueue(deps.sqs, s, user_id, deps.rng.randint(0, 5))
     return SyncOutcome("synced", result, len(page), requeued=full)

@@ -28,7 +28,7 @@ from urllib.parse import unquote_plus
 
 import psycopg
 
-from myi import stats
+from myi import enrichment, stats
 from myi.imports import jobs
 from myi.imports.formats import is_export_record, normalise
 from myi.imports.reader import BadUpload, Member, Upload, array_records, is_export, open_s3
@@ -157,6 +157,7 @@ def _run_locked(deps: WorkerDeps, job_id: uuid.UUID) -> None:
             (deps.clock(), deps.clock(), job_id),
         )
         logger.info("import completed", extra=log)
+        enrichment.request(deps.sqs, s)
     else:
         _continue_later(deps, job_id)
 
