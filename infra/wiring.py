@@ -100,6 +100,7 @@ QUEUES: tuple[Queue, ...] = (
     Queue("import", max_receives=3),
     Queue("sync", max_receives=5),
     Queue("enrichment", max_receives=5),
+    Queue("top_stats", max_receives=5),
 )
 
 # Uploads land under uploads/<user id>/<import id>/... (myi.uploads.UPLOAD_PREFIX, the same value);
@@ -119,6 +120,7 @@ API_ROUTES: tuple[Route, ...] = (
     Route("GET", "/me/imports"),
     Route("GET", "/me/imports/{id}"),
     Route("POST", "/me/sync"),
+    Route("GET", "/me/spotify-top/{kind}"),
 )
 
 AUTH_ROUTES: tuple[Route, ...] = (
@@ -134,7 +136,7 @@ FUNCTIONS: tuple[Function, ...] = (
         timeout_s=29,
         memory_mb=1024,
         routes=API_ROUTES,
-        access=("db", "state_table", "import_bucket:write", "sync_queue:send"),
+        access=("db", "state_table", "import_bucket:write", "sync_queue:send", "top_stats_queue:send"),
     ),
     Function(
         name="auth",
@@ -187,6 +189,15 @@ FUNCTIONS: tuple[Function, ...] = (
         queue=QueueTrigger("enrichment", batch_size=10, max_concurrency=2, batching_window_s=5),
         schedules=(Schedule("enrichment-sweep", "rate(15 minutes)", "Retries catalog gaps that are due"),),
         access=("db", "state_table", "spotify_secret", "spotify", "enrichment_queue:send"),
+    ),
+    Function(
+        name="top_stats",
+        description="Refreshes Spotify's own top tracks and artists of a user",
+        timeout_s=120,
+        memory_mb=512,
+        queue=QueueTrigger("top_stats", batch_size=5, max_concurrency=2),
+        schedules=(Schedule("top-stats-sweep", "cron(0 3 * * ? *)", "Daily refresh of tier 1 and 2 users"),),
+        access=("db", "state_table", "token_key", "spotify_secret", "spotify", "top_stats_queue:send"),
     ),
     Function(
         name="partition_maintenance",

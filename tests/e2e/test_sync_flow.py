@@ -32,3 +32,20 @@ def test_a_manual_sync_is_queued_and_limited(runtime: LocalRuntime) -> None:
         assert int(second.headers["retry-after"]) >= 1
         runtime.drain(timeout_s=90)
         assert client.get("/me").json()["totals"]["plays"] == 50
+
+
+def test_spotify_top_lists_are_served_at_once_and_refreshed_in_the_background(runtime: LocalRuntime) -> None:
+    cookie, _, _ = sign_in(runtime, "demo")
+    with session(runtime, cookie) as client:
+        first = client.get("/me/spotify-top/tracks", params={"term": "short_term"})
+        assert first.status_code == 200 and first.json() == {
+            "term": "short_term",
+            "refreshed_at": None,
+            "items": [],
+        }
+        runtime.drain(timeout_s=60)
+        later = client.get("/me/spotify-top/tracks", params={"term": "short_term"}).json()
+        assert later["refreshed_at"] is not None and len(later["items"]) == 20
+        assert later["items"][0]["rank"] == 1 and later["items"][0]["artists"]
+        assert client.get("/me/spotify-top/albums").status_code == 400
+        assert client.get("/me/spotify-top/artists", params={"term": "forever"}).status_code == 400

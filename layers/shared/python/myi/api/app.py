@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
 from myi import __version__
-from myi.api import health, imports, me, sync
+from myi.api import health, imports, me, spotify_top, sync
 from myi.api.errors import ApiError, error_response
 from myi.api.session import session_middleware
 from myi.observability import logger
@@ -31,6 +31,7 @@ def build_app() -> APIGatewayHttpResolver:
     app.include_router(me.router)
     app.include_router(imports.router)
     app.include_router(sync.router)
+    app.include_router(spotify_top.router)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi():  # a Response return annotation would enter the generated schema

@@ -1,0 +1,49 @@
+"""Top lists: refreshes Spotify's top tracks and artists (SQS), and the daily sweep that queues
+tier 1 and 2 users whose sets are stale."""
+
+import functools
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from myi import aws, crypto, db, toplists
+from myi.auth.tokens import TokenManager
+from myi.observability import logger, metrics, tracer
+from myi.ratelimit import RateLimiter
+from myi.settings import get_settings
+from myi.spotify.accounts import AccountsClient
+from myi.spotify.client import Budget, SpotifyClient
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@functools.cache
+def _deps() -> toplists.TopDeps:
+    settings = get_settings()
+    conn = db.get_connection(settings)
+    return toplists.TopDeps(
+        settings=settings,
+        conn=conn,
+        sqs=aws.client("sqs", settings),
+        spotify=SpotifyClient(settings, Budget(settings, RateLimiter(settings))),
+        tokens=TokenManager(conn, AccountsClient(settings), lambda: crypto.load_keyring(settings)),
+    )
+
+
+def record_handler(record: SQSRecord) -> None:
+    toplists.handle_message(_deps(), record.body)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    if event.get("source") == "aws.events":
+        settings = get_settings()
+        queued = toplists.sweep(settings, db.get_connection(settings), aws.client("sqs", settings))
+        logger.info("top-list sweep done", extra={"users_queued": queued})
+        return {"users_queued": queued}
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,114 @@
+"""Spotify's top lists: stored and replaced per user and term, stale by activity tier, swept daily."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from myi import aws, toplists
+from myi.auth.tokens import TokenManager, store_grant
+from myi.crypto import KeyRing
+from myi.fakespotify import FakeSpotify
+from myi.ratelimit import RateLimiter
+from myi.settings import Settings
+from myi.spotify.accounts import AccountsClient
+from myi.spotify.client import Budget, SpotifyClient
+from tests.fixtures.auth import grant_for
+from tests.fixtures.plays import make_user
+
+
+@pytest.fixture
+def deps(db_conn: Any, spotify_settings: Settings, keyring: KeyRing) -> Iterator[toplists.TopDeps]:
+    sqs = aws.client("sqs", spotify_settings)
+    url = sqs.create_queue(QueueName=f"top-test-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    settings = spotify_settings.replace(top_stats_queue_url=url)
+    with httpx.Client(timeout=10) as http:
+        budget = Budget(settings, RateLimiter(settings), key=f"budget-{uuid.uuid4().hex}")
+        yield toplists.TopDeps(
+            settings=settings,
+            conn=db_conn,
+            sqs=sqs,
+            spotify=SpotifyClient(settings, budget, http=http, sleep=lambda s: None),
+            tokens=TokenManager(db_conn, AccountsClient(settings, http=http), lambda: keyring),
+        )
+    sqs.delete_queue(QueueUrl=url)
+
+
+def signed_in(deps: toplists.TopDeps, spotify_id: str = "demo", last_login: timedelta = timedelta(0)) -> int:
+    user = make_user(deps.conn, spotify_id)
+    deps.conn.execute("UPDATE users SET last_login_at = now() - %s WHERE id = %s", (last_login, user))
+    store_grant(
+        deps.conn, deps.tokens._keyring(), user, grant_for(deps.settings, spotify_id), now=datetime.now(UTC)
+    )
+    return user
+
+
+def messages(deps: toplists.TopDeps) -> list[dict[str, Any]]:
+    url = deps.settings.top_stats_queue_url
+    got = deps.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    return [json.loads(m["Body"]) for m in got]
+
+
+def test_a_refresh_stores_spotifys_ranking_and_replaces_the_old_one(
+    deps: toplists.TopDeps, fake_spotify: FakeSpotify
+) -> None:
+    user = signed_in(deps)
+    assert toplists.handle_message(deps, json.dumps({"user_id": user})) == 6
+    stored = toplists.read(deps.conn, user, "tracks", "short_term")
+    expected = fake_spotify.world.tops[("demo", "tracks", "short_term")]
+    assert [i["spotify_id"] for i in stored["items"]] == expected
+    assert [i["rank"] for i in stored["items"]] == list(range(1, len(expected) + 1))
+    assert stored["refreshed_at"] is not None and stored["items"][0]["artists"]
+    artists = toplists.read(deps.conn, user, "artists", "long_term")
+    assert [i["spotify_id"] for i in artists["items"]] == fake_spotify.world.tops[
+        ("demo", "artists", "long_term")
+    ]
+    fake_spotify.world.set_top("demo", "tracks", "short_term", expected[:3][::-1])
+    toplists.refresh(deps.conn, deps.spotify, deps.tokens, user, "tracks", "short_term")
+    again = toplists.read(deps.conn, user, "tracks", "short_term")
+    assert [i["spotify_id"] for i in again["items"]] == expected[:3][::-1]
+
+
+def test_staleness_follows_the_activity_tier(deps: toplists.TopDeps) -> None:
+    now = datetime.now(UTC)
+    active = signed_in(deps, "demo", timedelta(hours=1))
+    recent = signed_in(deps, "ana", timedelta(days=4))
+    assert toplists.is_stale(deps.settings, deps.conn, active, "tracks", "short_term", now)
+    for user in (active, recent):
+        toplists.refresh(deps.conn, deps.spotify, deps.tokens, user, "tracks", "short_term", now=now)
+    later = now + timedelta(hours=30)
+    assert toplists.is_stale(deps.settings, deps.conn, active, "tracks", "short_term", later)  # tier 1: 24 h
+    assert not toplists.is_stale(
+        deps.settings, deps.conn, recent, "tracks", "short_term", later
+    )  # tier 2: 72 h
+
+
+def test_the_daily_sweep_queues_tier_one_and_two_users_with_stale_sets(deps: toplists.TopDeps) -> None:
+    active = signed_in(deps, "demo", timedelta(hours=1))
+    recent = signed_in(deps, "ana", timedelta(days=5))
+    signed_in(deps, "mika", timedelta(days=20))  # tier 3: on demand only
+    toplists.handle_message(deps, json.dumps({"user_id": recent}))
+    assert toplists.sweep(deps.settings, deps.conn, deps.sqs) == 1
+    assert messages(deps) == [{"user_id": active}]
+
+
+def test_a_rate_limited_refresh_is_queued_again_and_stores_nothing(
+    deps: toplists.TopDeps, fake_spotify: FakeSpotify
+) -> None:
+    user = signed_in(deps)
+    fake_spotify.inject("/v1/me/top", status=429, retry_after=5)
+    assert (
+        toplists.handle_message(deps, json.dumps({"user_id": user, "kind": "tracks", "term": "long_term"}))
+        == 0
+    )
+    assert toplists.read(deps.conn, user, "tracks", "long_term")["refreshed_at"] is None
+    attributes = deps.sqs.get_queue_attributes(
+        QueueUrl=deps.settings.top_stats_queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
