@@ -119,6 +119,10 @@ API_ROUTES: tuple[Route, ...] = (
     Route("POST", "/me/imports"),
     Route("GET", "/me/imports"),
     Route("GET", "/me/imports/{id}"),
+    Route("GET", "/me/stats/overview"),
+    Route("GET", "/me/stats/top/{kind}"),
+    Route("GET", "/me/stats/activity"),
+    Route("GET", "/me/history"),
     Route("POST", "/me/sync"),
     Route("GET", "/me/spotify-top/{kind}"),
 )

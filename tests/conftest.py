@@ -24,6 +24,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.fake_spotify",
     "tests.fixtures.auth",
     "tests.fixtures.imports",
+    "tests.fixtures.api",
 ]
 
 # Tests never talk to real AWS or Spotify, whatever the developer's shell holds.

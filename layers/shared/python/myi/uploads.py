@@ -14,6 +14,10 @@ def user_prefix(user_id: int) -> str:
     return f"{UPLOAD_PREFIX}{user_id}/"
 
 
+class UploadsNotDeleted(RuntimeError):
+    pass
+
+
 def delete_user_uploads(settings: Settings, user_id: int, *, client: Any = None) -> int:
     """Delete every object under the user's prefix; returns how many were deleted."""
     s3 = client or aws.client("s3", settings)
@@ -22,6 +26,8 @@ def delete_user_uploads(settings: Settings, user_id: int, *, client: Any = None)
     for page in paginator.paginate(Bucket=settings.import_bucket, Prefix=user_prefix(user_id)):
         keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
         if keys:
-            s3.delete_objects(Bucket=settings.import_bucket, Delete={"Objects": keys, "Quiet": True})
+            result = s3.delete_objects(Bucket=settings.import_bucket, Delete={"Objects": keys, "Quiet": True})
+            if result.get("Errors"):
+                raise UploadsNotDeleted(f"{len(result['Errors'])} uploads of user {user_id} were not deleted")
             deleted += len(keys)
     return deleted

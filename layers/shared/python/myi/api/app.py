@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.api_gateway import BaseRouter, ResponseBuilder
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from myi import __version__
-from myi.api import health, imports, me, spotify_top, sync
+from myi.api import health, imports, me, openapi, spotify_top, stats, sync
 from myi.api.errors import ApiError, error_response
-from myi.api.session import session_middleware
+from myi.api.session import gate, session_middleware
 from myi.observability import logger
 
 
@@ -30,24 +32,43 @@ def build_app() -> APIGatewayHttpResolver:
     app.include_router(health.router)
     app.include_router(me.router)
     app.include_router(imports.router)
+    app.include_router(stats.router)
     app.include_router(sync.router)
     app.include_router(spotify_top.router)
 
     @app.get("/openapi.json", include_in_schema=False)
-    def openapi():  # a Response return annotation would enter the generated schema
+    def openapi_json():  # a Response return annotation would enter the generated schema
         return Response(
             status_code=200,
             content_type="application/json; charset=utf-8",
-            body=app.get_openapi_json_schema(title="MYI API", version=__version__, openapi_version="3.1.0"),
+            body=json.dumps(openapi.document(app)),
         )
 
     return app
 
 
+class Resolver(APIGatewayHttpResolver):
+    """Powertools' HTTP API resolver with :func:`myi.api.session.gate` in front of everything,
+    request validation included, so a missing session is 401 and a foreign origin 403 whatever
+    else is wrong with the request."""
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        BaseRouter.current_event = self._to_proxy_event(dict(event))
+        BaseRouter.lambda_context = context
+        try:
+            refused = gate(self, dict(event))
+            if refused is not None:
+                return self._build_response(ResponseBuilder(refused, self._serializer))
+        except Exception:
+            self.clear_context()
+            raise
+        return super().resolve(event, context)
+
+
 def new_resolver() -> APIGatewayHttpResolver:
     """A resolver with what every MYI HTTP function shares: validation, the error shape of API.md,
     the origin check of state-changing requests and session cookie renewal."""
-    app = APIGatewayHttpResolver(enable_validation=True)
+    app = Resolver(enable_validation=True)
     app.use(middlewares=[session_middleware])
 
     @app.exception_handler(ApiError)

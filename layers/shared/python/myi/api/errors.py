@@ -53,6 +53,15 @@ class RateLimited(ApiError):
         self.retry_after_s = retry_after_s
 
 
+class Unavailable(ApiError):
+    """Something MYI depends on failed; nothing was changed and the request may simply be retried."""
+
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, int(retry_after_s)))})
+
+
 def error_body(code: str, message: str) -> str:
     return json.dumps({"error": {"code": code, "message": message}})
 

@@ -7,10 +7,11 @@ from typing import Any, Literal
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
 from myi import db, stats, uploads, users
-from myi.api.errors import InvalidRequest, NotFound
+from myi.api.errors import InvalidRequest, NotFound, Unavailable
 from myi.api.session import current_user
 from myi.auth import sessions
 from myi.observability import logger
@@ -75,11 +76,17 @@ def patch_me(change: MeChange) -> Me:
 def delete_me():  # a Response return annotation would enter the generated schema
     settings = get_settings()
     user_id = current_user(router)
-    users.delete(db.get_connection(settings), user_id)
+    # The files go first: when that fails nothing is gone yet, the user is told to try again and
+    # the retry finds everything in place. Then one statement removes the user and, by cascade,
+    # their sessions, grant, events, statistics and import jobs.
     try:
         removed = uploads.delete_user_uploads(settings, user_id)
-    except Exception:  # the bucket's lifecycle rule removes what is left
-        logger.exception("could not delete the uploads of a deleted user", extra={"user_id": user_id})
-        removed = 0
+    except (BotoCoreError, ClientError, uploads.UploadsNotDeleted):
+        logger.exception("could not delete the uploads of a user who is leaving", extra={"user_id": user_id})
+        raise Unavailable(
+            "Your uploaded files could not be deleted just now, so nothing was removed. Try again shortly.",
+            retry_after_s=30,
+        ) from None
+    users.delete(db.get_connection(settings), user_id)
     logger.info("user deleted", extra={"user_id": user_id, "uploads_deleted": removed})
     return Response(status_code=204, cookies=[sessions.clear_cookie(settings)])

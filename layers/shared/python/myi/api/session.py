@@ -21,31 +21,59 @@ from myi.settings import get_settings
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 _RENEWED = "myi_session_renewed"
+_USER = "myi_user_id"
 
 
 def current_user(app: APIGatewayHttpResolver | APIGatewayHttpRouter) -> int:
+    known = app.context.get(_USER)
+    if isinstance(known, int):
+        return known
+    user_id = _resolve_session(app, app.current_event.cookies)
+    if user_id is None:
+        raise Unauthenticated()
+    return user_id
+
+
+def _resolve_session(
+    app: APIGatewayHttpResolver | APIGatewayHttpRouter, cookies: list[str] | None
+) -> int | None:
     settings = get_settings()
-    raw = sessions.cookie_value(app.current_event.cookies)
+    raw = sessions.cookie_value(cookies)
     session = sessions.resolve(db.get_connection(settings), raw, settings, now=datetime.now(UTC))
     if session is None:
-        raise Unauthenticated()
+        return None
     if session.renewed and raw:
         app.append_context(**{_RENEWED: raw})
+    app.append_context(**{_USER: session.user_id})
     return session.user_id
 
 
-def session_middleware(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+def _is_user_route(path: str) -> bool:
+    return path == "/me" or path.startswith("/me/")
+
+
+def gate(app: APIGatewayHttpResolver, event: dict[str, Any]) -> Response[Any] | None:
+    """What is settled before a request reaches its route, and before its parameters are validated:
+    a state-changing request from a foreign ``Origin`` is 403, and every ``/me`` route without a live
+    session is 401, whatever else is wrong with the request. None lets the request through."""
     settings = get_settings()
-    event = app.current_event
-    origin = event.headers.get("origin")
-    if (
-        event.http_method.upper() in STATE_CHANGING
-        and origin
-        and origin.rstrip("/") not in settings.allowed_origins
-    ):
+    http = (event.get("requestContext") or {}).get("http") or {}
+    method = str(http.get("method") or "").upper()
+    path = str(event.get("rawPath") or http.get("path") or "")
+    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
+    origin = headers.get("origin")
+    if method in STATE_CHANGING and origin and str(origin).rstrip("/") not in settings.allowed_origins:
         return error_response(403, "forbidden", "Requests from this origin may not change anything here.")
+    if method != "OPTIONS" and _is_user_route(path) and _resolve_session(app, event.get("cookies")) is None:
+        exc = Unauthenticated()
+        return error_response(exc.status, exc.code, exc.message)
+    return None
+
+
+def session_middleware(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """Sends the cookie again when the session's expiry slid forward."""
     response = next_middleware(app)
     renewed = app.context.get(_RENEWED)
     if renewed and not any(c.name == sessions.COOKIE for c in response.cookies):
-        response.cookies.append(sessions.set_cookie(renewed, settings))
+        response.cookies.append(sessions.set_cookie(renewed, get_settings()))
     return response

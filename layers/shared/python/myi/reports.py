@@ -1,0 +1,433 @@
+"""What the statistics routes answer: overview, top lists, activity and history of one user.
+
+Every query is scoped to its user and reads the statistics tables that :mod:`myi.ingestion` keeps
+exact: all-time rows (grain 0) for ``all``; for a bounded window, the monthly rows (grain 1; daily
+rows of ``stat_user`` for the day series) that lie wholly inside it plus the events of the partial
+buckets at its edges (see :mod:`myi.windows`). Lists page with keyset cursors: a cursor carries the
+last row's sort key, its rank and the resolved window, so a page never rescans what came before it
+and a rolling window does not move under a client that is paging through it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import psycopg
+
+from myi import windows
+from myi.api.errors import InvalidRequest, NotFound
+from myi.db import fetch_all, fetch_one
+from myi.users import iso
+from myi.windows import Window
+
+Kind = Literal["tracks", "artists", "albums"]
+By = Literal["plays", "ms_played"]
+
+
+@dataclass(frozen=True)
+class _Top:
+    table: str
+    key: str
+    edge: str  # rows (id, plays, ms_played) of the edge events; {edge} is the events' predicate
+
+
+_TOPS: dict[str, _Top] = {
+    "tracks": _Top(
+        "stat_track",
+        "track_id",
+        "SELECT e.track_id, 1, e.ms_played FROM listening_events e WHERE {edge}",
+    ),
+    "artists": _Top(
+        "stat_artist",
+        "artist_id",
+        """SELECT ta.artist_id, 1, e.ms_played
+             FROM listening_events e JOIN track_artists ta ON ta.track_id = e.track_id WHERE {edge}""",
+    ),
+    "albums": _Top(
+        "stat_album",
+        "album_id",
+        """SELECT t.album_id, 1, e.ms_played
+             FROM listening_events e JOIN tracks t ON t.id = e.track_id
+            WHERE t.album_id IS NOT NULL AND {edge}""",
+    ),
+}
+
+# The events of a bounded window that its whole buckets do not cover.
+_EDGE = """e.user_id = %(user)s
+       AND ((e.played_at >= %(start)s AND e.played_at < %(m_inner_start)s)
+         OR (e.played_at >= %(m_inner_end)s AND e.played_at < %(end)s))"""
+_MONTHS = "user_id = %(user)s AND grain = 1 AND bucket >= %(m_first)s AND bucket < %(m_stop)s"
+
+_ARTISTS_OF_TRACK = """(SELECT coalesce(json_agg(json_build_object('id', a.id::text, 'name', a.name)
+                                ORDER BY ta.position, a.id), '[]'::json)
+                        FROM track_artists ta JOIN artists a ON a.id = ta.artist_id
+                       WHERE ta.track_id = {track})"""
+_ARTISTS_OF_ALBUM = """(SELECT coalesce(json_agg(json_build_object('id', a.id::text, 'name', a.name)
+                                ORDER BY aa.position, a.id), '[]'::json)
+                        FROM album_artists aa JOIN artists a ON a.id = aa.artist_id
+                       WHERE aa.album_id = {album})"""
+
+_DETAILS: dict[str, str] = {
+    "tracks": f"""SELECT t.id, t.name, t.spotify_id, al.image_url,
+                         {_ARTISTS_OF_TRACK.format(track="t.id")} AS artists
+                    FROM tracks t LEFT JOIN albums al ON al.id = t.album_id WHERE t.id = ANY(%(ids)s)""",
+    "artists": """SELECT a.id, a.name, a.spotify_id, a.image_url, NULL::json AS artists
+                    FROM artists a WHERE a.id = ANY(%(ids)s)""",
+    "albums": f"""SELECT al.id, al.name, al.spotify_id, al.image_url,
+                         {_ARTISTS_OF_ALBUM.format(album="al.id")} AS artists
+                    FROM albums al WHERE al.id = ANY(%(ids)s)""",
+}
+
+
+# --- the user and the window ---------------------------------------------------------------------
+
+
+def user_zone(conn: psycopg.Connection[Any], user_id: int) -> ZoneInfo:
+    row = conn.execute("SELECT timezone FROM users WHERE id = %s", (user_id,)).fetchone()
+    if row is None:
+        raise NotFound("No such user.")
+    return ZoneInfo(row[0])
+
+
+def _window_params(window: Window, user_id: int) -> dict[str, Any]:
+    assert window.start is not None and window.end is not None
+    params: dict[str, Any] = {
+        "user": user_id,
+        "start": window.start,
+        "end": window.end,
+        "tz": window.zone.key,
+    }
+    params.update(windows.months(window.start, window.end, window.zone).as_params("m"))
+    params.update(windows.days(window.start, window.end, window.zone).as_params("d"))
+    return params
+
+
+def _echo(
+    conn: psycopg.Connection[Any], user_id: int, window: Window, now: datetime
+) -> dict[str, str | None]:
+    """The resolved window as API.md echoes it; ``all`` runs from the first play (or now)."""
+    if window.bounded:
+        return {"from": iso(window.start), "to": iso(window.end)}
+    row = conn.execute(
+        "SELECT min(played_at) FROM listening_events WHERE user_id = %s", (user_id,)
+    ).fetchone()
+    first = row[0] if row and row[0] is not None else now
+    return {"from": iso(min(first, now)), "to": iso(now)}
+
+
+# --- overview ------------------------------------------------------------------------------------
+
+
+def overview(conn: psycopg.Connection[Any], user_id: int, window: Window, *, now: datetime) -> dict[str, Any]:
+    if window.bounded:
+        params = _window_params(window, user_id)
+        day_rows = fetch_all(
+            conn,
+            """
+            SELECT bucket AS day, plays, ms_played FROM stat_user
+             WHERE user_id = %(user)s AND grain = 2 AND bucket >= %(d_first)s AND bucket < %(d_stop)s
+               AND plays > 0
+            UNION ALL
+            SELECT (e.played_at AT TIME ZONE %(tz)s)::date, count(*), sum(e.ms_played)
+              FROM listening_events e
+             WHERE e.user_id = %(user)s
+               AND ((e.played_at >= %(start)s AND e.played_at < %(d_inner_start)s)
+                 OR (e.played_at >= %(d_inner_end)s AND e.played_at < %(end)s))
+             GROUP BY 1
+             ORDER BY 1
+            """,
+            params,
+        )
+        counts = fetch_one(
+            conn,
+            f"""
+            WITH ev AS MATERIALIZED (SELECT e.track_id FROM listening_events e WHERE {_EDGE}),
+                 tr AS (SELECT track_id FROM stat_track WHERE {_MONTHS} AND plays > 0
+                        UNION SELECT track_id FROM ev)
+            SELECT (SELECT count(*) FROM tr) AS tracks,
+                   (SELECT count(*) FROM (SELECT artist_id FROM stat_artist WHERE {_MONTHS} AND plays > 0
+                                          UNION SELECT ta.artist_id FROM tr
+                                                  JOIN track_artists ta ON ta.track_id = tr.track_id) a)
+                       AS artists,
+                   (SELECT count(*) FROM (SELECT album_id FROM stat_album WHERE {_MONTHS} AND plays > 0
+                                          UNION SELECT t.album_id FROM tr JOIN tracks t ON t.id = tr.track_id
+                                                 WHERE t.album_id IS NOT NULL) b) AS albums
+            """,
+            params,
+        )
+    else:
+        day_rows = fetch_all(
+            conn,
+            """SELECT bucket AS day, plays, ms_played FROM stat_user
+                WHERE user_id = %(user)s AND grain = 2 AND plays > 0 ORDER BY bucket""",
+            {"user": user_id},
+        )
+        counts = fetch_one(
+            conn,
+            """
+            SELECT (SELECT count(*) FROM stat_track WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
+                       AS tracks,
+                   (SELECT count(*) FROM stat_artist WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
+                       AS artists,
+                   (SELECT count(*) FROM stat_album WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
+                       AS albums
+            """,
+            {"user": user_id},
+        )
+    assert counts is not None
+    days = [
+        {"date": r["day"].isoformat(), "plays": int(r["plays"]), "ms_played": int(r["ms_played"])}
+        for r in day_rows
+    ]
+    return {
+        "window": _echo(conn, user_id, window, now),
+        "plays": sum(d["plays"] for d in days),
+        "ms_played": sum(d["ms_played"] for d in days),
+        "tracks": int(counts["tracks"]),
+        "artists": int(counts["artists"]),
+        "albums": int(counts["albums"]),
+        "days": days,
+    }
+
+
+# --- cursors -------------------------------------------------------------------------------------
+
+
+def _encode(payload: dict[str, Any]) -> str:
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> dict[str, Any]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(value, dict):
+            raise TypeError(cursor)
+        return value
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest("Invalid parameter cursor: pass back the value of next unchanged.") from exc
+
+
+def _us(ts: datetime | None) -> int | None:
+    return None if ts is None else (ts - windows.EPOCH) // _MICROSECOND
+
+
+def _from_us(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(value)
+    return windows.EPOCH + value * _MICROSECOND
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _keyset(first: str, second: str, key: str) -> str:
+    """Rows after the cursor in the order ``first DESC, second DESC, key ASC``; the leading
+    ``first <=`` lets an index on ``first`` start at the cursor."""
+    return (
+        f"{first} <= %(k1)s AND ({first} < %(k1)s OR {second} < %(k2)s"
+        f" OR ({second} = %(k2)s AND {key} > %(kid)s))"
+    )
+
+
+# --- top lists -----------------------------------------------------------------------------------
+
+
+def top(
+    conn: psycopg.Connection[Any],
+    user_id: int,
+    kind: Kind,
+    window: Window,
+    *,
+    by: By,
+    limit: int,
+    cursor: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """One page of the user's top tracks, artists or albums of a window, ranked by ``by``
+    descending, ties broken by the other measure descending, then by id ascending."""
+    spec = _TOPS[kind]
+    first, second = ("plays", "ms_played") if by == "plays" else ("ms_played", "plays")
+    rank = 0
+    params: dict[str, Any] = {"user": user_id, "limit": limit + 1}
+    if cursor:
+        c = _decode(cursor)
+        try:
+            if c.get("kind") != kind or c.get("by") != by:
+                raise ValueError(cursor)
+            rank = int(c["rank"])
+            if rank < 0:
+                raise ValueError(cursor)
+            k1, k2, kid = (int(v) for v in c["key"])
+            start, end = _from_us(c["window"][0]), _from_us(c["window"][1])
+        except (KeyError, ValueError, TypeError, IndexError, OverflowError) as exc:
+            raise InvalidRequest(
+                "Invalid parameter cursor: pass back the value of next unchanged, with the same kind and by."
+            ) from exc
+        window = Window(start, end, window.zone) if start is not None and end is not None else window
+        params.update({"k1": k1, "k2": k2, "kid": kid})
+    if window.bounded:
+        params.update(_window_params(window, user_id))
+        ranked = f"""
+            SELECT id, plays, ms_played FROM (
+                SELECT id, sum(plays)::bigint AS plays, sum(ms_played)::bigint AS ms_played FROM (
+                    SELECT {spec.key} AS id, plays, ms_played FROM {spec.table} WHERE {_MONTHS}
+                    UNION ALL {spec.edge.format(edge=_EDGE)}
+                ) x (id, plays, ms_played) GROUP BY id
+            ) agg
+             WHERE plays > 0 AND {_keyset(first, second, "id") if cursor else "TRUE"}
+             ORDER BY {first} DESC, {second} DESC, id LIMIT %(limit)s"""
+    else:
+        ranked = f"""
+            SELECT {spec.key} AS id, plays, ms_played FROM {spec.table}
+             WHERE user_id = %(user)s AND grain = 0 AND plays > 0
+               AND {_keyset(first, second, spec.key) if cursor else "TRUE"}
+             ORDER BY {first} DESC, {second} DESC, {spec.key} LIMIT %(limit)s"""
+    rows = fetch_all(conn, ranked, params)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    details = (
+        {r["id"]: r for r in fetch_all(conn, _DETAILS[kind], {"ids": [row["id"] for row in rows]})}
+        if rows
+        else {}
+    )
+    items = []
+    for i, row in enumerate(rows, start=rank + 1):
+        d = details.get(row["id"], {})
+        item: dict[str, Any] = {
+            "rank": i,
+            "id": str(row["id"]),
+            "spotify_id": d.get("spotify_id"),
+            "name": d.get("name", ""),
+            "image_url": d.get("image_url"),
+            "plays": int(row["plays"]),
+            "ms_played": int(row["ms_played"]),
+        }
+        if kind != "artists":
+            item["artists"] = d.get("artists") or []
+        items.append(item)
+    nxt = None
+    if more:
+        last = rows[-1]
+        nxt = _encode(
+            {
+                "kind": kind,
+                "by": by,
+                "rank": rank + len(rows),
+                "key": [int(last[first]), int(last[second]), int(last["id"])],
+                "window": [_us(window.start), _us(window.end)],
+            }
+        )
+    return {"window": _echo(conn, user_id, window, now), "by": by, "items": items, "next": nxt}
+
+
+# --- activity ------------------------------------------------------------------------------------
+
+
+def activity(conn: psycopg.Connection[Any], user_id: int, window: Window, *, now: datetime) -> dict[str, Any]:
+    """Plays and time by hour of day, by weekday (Monday first) and both, in the user's zone."""
+    if window.bounded:
+        rows = fetch_all(
+            conn,
+            f"""
+            SELECT weekday, hour, sum(plays)::bigint AS plays, sum(ms_played)::bigint AS ms_played FROM (
+                SELECT weekday, hour, plays, ms_played FROM stat_hour WHERE {_MONTHS}
+                UNION ALL
+                SELECT extract(isodow FROM e.played_at AT TIME ZONE %(tz)s)::smallint,
+                       extract(hour FROM e.played_at AT TIME ZONE %(tz)s)::smallint, 1, e.ms_played
+                  FROM listening_events e WHERE {_EDGE}
+            ) x GROUP BY 1, 2
+            """,
+            _window_params(window, user_id),
+        )
+    else:
+        rows = fetch_all(
+            conn,
+            """SELECT weekday, hour, plays, ms_played FROM stat_hour
+                WHERE user_id = %(user)s AND grain = 0 AND plays > 0""",
+            {"user": user_id},
+        )
+    hours = [{"plays": 0, "ms_played": 0} for _ in range(24)]
+    weekdays = [{"plays": 0, "ms_played": 0} for _ in range(7)]
+    heatmap = [[0] * 24 for _ in range(7)]
+    for r in rows:
+        wd, hour, plays, ms = int(r["weekday"]) - 1, int(r["hour"]), int(r["plays"]), int(r["ms_played"])
+        hours[hour]["plays"] += plays
+        hours[hour]["ms_played"] += ms
+        weekdays[wd]["plays"] += plays
+        weekdays[wd]["ms_played"] += ms
+        heatmap[wd][hour] += plays
+    return {
+        "window": _echo(conn, user_id, window, now),
+        "hours": hours,
+        "weekdays": weekdays,
+        "heatmap": heatmap,
+    }
+
+
+# --- history -------------------------------------------------------------------------------------
+
+
+def history(conn: psycopg.Connection[Any], user_id: int, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    """The user's plays, newest first (ties: track id descending)."""
+    params: dict[str, Any] = {"user": user_id, "limit": limit + 1}
+    keyset = ""
+    if cursor:
+        c = _decode(cursor)
+        try:
+            params["c_at"] = _from_us(c["at"])
+            params["c_track"] = int(c["track"])
+            if params["c_at"] is None:
+                raise ValueError(cursor)
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
+            raise InvalidRequest("Invalid parameter cursor: pass back the value of next unchanged.") from exc
+        keyset = "AND e.played_at <= %(c_at)s AND (e.played_at, e.track_id) < (%(c_at)s, %(c_track)s)"
+    rows = fetch_all(
+        conn,
+        f"""
+        WITH page AS (
+            SELECT e.played_at, e.track_id, e.ms_played, e.is_estimated, e.origin
+              FROM listening_events e
+             WHERE e.user_id = %(user)s {keyset}
+             ORDER BY e.played_at DESC, e.track_id DESC
+             LIMIT %(limit)s
+        )
+        SELECT p.*, t.name AS track_name, t.spotify_id AS track_spotify_id,
+               al.id AS album_id, al.name AS album_name, al.image_url AS album_image_url,
+               {_ARTISTS_OF_TRACK.format(track="p.track_id")} AS artists
+          FROM page p JOIN tracks t ON t.id = p.track_id LEFT JOIN albums al ON al.id = t.album_id
+         ORDER BY p.played_at DESC, p.track_id DESC
+        """,
+        params,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [
+        {
+            "played_at": iso(r["played_at"]),
+            "ms_played": int(r["ms_played"]),
+            "is_estimated": bool(r["is_estimated"]),
+            "source": "api" if r["origin"] == "api" else "import",
+            "track": {
+                "id": str(r["track_id"]),
+                "spotify_id": r["track_spotify_id"],
+                "name": r["track_name"],
+                "artists": r["artists"] or [],
+                "album": (
+                    {"id": str(r["album_id"]), "name": r["album_name"], "image_url": r["album_image_url"]}
+                    if r["album_id"] is not None
+                    else None
+                ),
+            },
+        }
+        for r in rows
+    ]
+    nxt = _encode({"at": _us(rows[-1]["played_at"]), "track": int(rows[-1]["track_id"])}) if more else None
+    return {"items": items, "next": nxt}
