@@ -55,7 +55,7 @@ def synthetic_catalog(
 
 
 def synthetic_plays(
-    catalog: list[TrackRef], total: int, *, origin: str = "extended", seed: int = 11
+    catalog: list[TrackRef], total: int, *, origin: str = "extended", seed: int = 11, start: datetime = START
 ) -> Iterator[Play]:
     """``total`` plays in time order over ``YEARS`` years, tracks drawn Zipf-like."""
     rng = random.Random(seed)
@@ -64,7 +64,7 @@ def synthetic_plays(
     step = span / total
     chosen = rng.choices(catalog, weights=weights, k=total)
     for i, track in enumerate(chosen):
-        when = START + timedelta(seconds=int(i * step + rng.random() * step * 0.5))
+        when = start + timedelta(seconds=int(i * step + rng.random() * step * 0.5))
         ms = rng.randrange(30_000, 300_000)
         yield Play(track, when, origin, ms if origin != "api" else None)  # type: ignore[arg-type]
 
@@ -79,14 +79,17 @@ def _fresh_user(conn: psycopg.Connection[Any], name: str) -> int:
     return int(row[0])
 
 
-def load_user(conn: psycopg.Connection[Any], name: str, plays: int, batch_size: int) -> tuple[int, float]:
-    """A user with ``plays`` synthetic plays ingested in import-sized batches; returns (id, seconds)."""
+def load_user(
+    conn: psycopg.Connection[Any], name: str, plays: int, batch_size: int, *, start: datetime = START
+) -> tuple[int, float]:
+    """A user with ``plays`` synthetic plays over ``YEARS`` years from ``start``, ingested in
+    import-sized batches; returns (id, seconds)."""
     user = _fresh_user(conn, name)
     catalog = synthetic_catalog(min(DISTINCT_TRACKS, max(100, plays // 30)))
-    partitions.ensure_range(conn, START, START + timedelta(days=365 * YEARS + 1))
+    partitions.ensure_range(conn, start, start + timedelta(days=365 * YEARS + 1))
     batch: list[Play] = []
     with stopwatch() as elapsed, bulk_ingest(conn, user) as bulk:
-        for play in synthetic_plays(catalog, plays):
+        for play in synthetic_plays(catalog, plays, start=start):
             batch.append(play)
             if len(batch) == batch_size:
                 bulk.add(batch)

@@ -1,0 +1,232 @@
+"""Sync figures. ``fanout_users_per_s``: eligible users selected and enqueued into the emulator's
+queue (``MYI_BENCH_FANOUT_USERS``, default 2,000). The emulator's SQS recomputes every queue
+attribute over all stored messages for each message sent, so its cost per message grows with the
+queue's depth and a run of 100,000 users takes hours there: this figure measures the emulator far
+more than MYI, whose side is two statements per page of ``SYNC_FANOUT_PAGE_SIZE`` users and one
+``SendMessageBatch`` per ten. ``sync_worker_ms_per_user``: the median time of one user's sync (50 new plays,
+against the local fake Spotify), beside ``sync_worker_spotify_ms_per_user``, the part of it spent
+waiting for the Spotify call: the rest is MYI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import httpx
+import psycopg
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError
+
+from myi import aws, migrate
+from myi.auth import pkce
+from myi.auth.tokens import TokenManager, store_grant
+from myi.crypto import KeyRing
+from myi.devtools.bench import BenchContext, Figure, stopwatch
+from myi.devtools.embedded import free_port
+from myi.fakespotify import FakeSpotify, World
+from myi.ratelimit import RateLimiter
+from myi.settings import Settings
+from myi.spotify.accounts import AccountsClient, authorize_url
+from myi.spotify.client import Budget, SpotifyClient
+from myi.sync import SyncDeps, fanout, sync_user
+
+FANOUT_USERS = int(os.environ.get("MYI_BENCH_FANOUT_USERS") or 2_000)
+SYNC_USERS = 200
+
+
+def _fanout(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[Figure]:
+    conn.execute(
+        """
+        INSERT INTO users (spotify_id, last_login_at)
+        SELECT 'fanout-' || g, now() FROM generate_series(1, %s) g
+        """,
+        (FANOUT_USERS,),
+    )
+    conn.execute(
+        """
+        INSERT INTO spotify_auth (user_id, refresh_token_enc, refresh_key_version)
+        SELECT id, '\\x00', 1 FROM users WHERE spotify_id LIKE 'fanout-%%'
+        """
+    )
+    conn.execute("ANALYZE users, spotify_auth")
+    with _separate_emulator() as endpoint:
+        yield from _fanout_into(settings, conn, endpoint)
+
+
+@contextmanager
+def _separate_emulator() -> Iterator[str]:
+    """An emulator in a process of its own: the fan-out's 16 sending threads and the drainers
+    would otherwise share one interpreter with it, and measure the GIL rather than MYI."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the emulator for the fan-out did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _fanout_into(settings: Settings, conn: psycopg.Connection[Any], endpoint: str) -> Iterator[Figure]:
+    sqs: Any = boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name=settings.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - the emulator's fixed credentials
+        config=Config(read_timeout=60, retries={"max_attempts": 10, "mode": "standard"}),
+    )
+    with _drained_queue(sqs) as queue, stopwatch() as elapsed:
+        sent = fanout(
+            settings.replace(sync_queue_url=queue, sync_cooldown_s=0, sync_max_delay_s=0), conn, sqs
+        )
+    conn.execute("DELETE FROM users WHERE spotify_id LIKE 'fanout-%%'")
+    if sent != FANOUT_USERS:
+        raise RuntimeError(f"the fan-out enqueued {sent} of {FANOUT_USERS} users")
+    yield Figure("fanout_users_per_s", sent / elapsed(), "users/s")
+
+    # The baseline: the same number of messages sent straight to the emulator, in batches of ten
+    # from as many threads as the fan-out uses, without reading a single user.
+    body = json.dumps({"user_id": 0, "reason": "baseline"})
+
+    def send(batch: int) -> None:
+        entries = [{"Id": str(i), "MessageBody": body} for i in range(min(10, FANOUT_USERS - batch * 10))]
+        sqs.send_message_batch(QueueUrl=queue, Entries=entries)
+
+    with _drained_queue(sqs) as queue, stopwatch() as baseline, ThreadPoolExecutor(16) as pool:
+        list(pool.map(send, range((FANOUT_USERS + 9) // 10)))
+    yield Figure("fanout_vs_emulator_ratio", elapsed() / baseline(), "x")
+
+
+@contextmanager
+def _drained_queue(sqs: Any) -> Iterator[str]:
+    """A fresh queue that consumers empty while it is being filled, as the sync workers do in the
+    cloud: the emulator's SQS costs O(queue depth) per message sent."""
+    queue = sqs.create_queue(QueueName=f"bench-fanout-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            try:
+                got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+                if got:
+                    entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)]
+                    sqs.delete_message_batch(QueueUrl=queue, Entries=entries)
+            except BotoCoreError:  # an emulator busy with the senders: try again
+                time.sleep(0.1)
+
+    drainers = [threading.Thread(target=drain, daemon=True) for _ in range(2)]
+    for t in drainers:
+        t.start()
+    try:
+        yield queue
+    finally:
+        stop.set()
+        for t in drainers:
+            t.join()
+        sqs.delete_queue(QueueUrl=queue)
+
+
+class _TimedClient(SpotifyClient):
+    spent: float = 0.0
+
+    def recently_played(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return super().recently_played(*args, **kwargs)
+        finally:
+            self.spent = time.perf_counter() - start
+
+
+def _sync(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[Figure]:
+    world = World()
+    rng = random.Random(5)
+    artists = [world.add_artist(f"Bench Artist {i}") for i in range(50)]
+    albums = [world.add_album(f"Bench Album {i}", [artists[i % 50]]) for i in range(200)]
+    tracks = [world.add_track(f"Bench Track {i}", albums[i % 200], duration_ms=200_000) for i in range(2000)]
+    now = datetime.now(UTC)
+    names = [f"bench-{i}" for i in range(SYNC_USERS)]
+    for name in names:
+        world.add_user(name, name)
+        for k in range(50):
+            world.add_play(name, rng.choice(tracks), now - timedelta(minutes=200 - 3 * k))
+    ring = KeyRing(current=1, keys={1: os.urandom(32)})
+    with FakeSpotify(world) as fake, httpx.Client(timeout=10) as http:
+        s = settings.replace(
+            spotify_accounts_url=fake.accounts_url,
+            spotify_api_url=fake.api_url,
+            spotify_client_id=fake.client_id,
+            spotify_client_secret=fake.client_secret,
+            spotify_rate_budget=100_000,
+        )
+        accounts = AccountsClient(s, http=http)
+        users = []
+        for name in names:
+            user = conn.execute(
+                "INSERT INTO users (spotify_id, last_login_at) VALUES (%s, now()) RETURNING id", (name,)
+            ).fetchone()
+            assert user is not None
+            verifier, state = pkce.new_verifier(), pkce.new_state()
+            url = authorize_url(
+                s, state=state, code_challenge=pkce.challenge_of(verifier), redirect_uri="https://x/cb"
+            )
+            code = httpx.URL(http.get(url + f"&fake_user={name}").headers["location"]).params["code"]
+            grant = accounts.exchange_code(code=code, verifier=verifier, redirect_uri="https://x/cb")
+            store_grant(conn, ring, int(user[0]), grant, now=datetime.now(UTC))
+            users.append(int(user[0]))
+        client = _TimedClient(s, Budget(s, RateLimiter(s), key=f"bench-{uuid.uuid4().hex}"), http=http)
+        deps = SyncDeps(
+            settings=s,
+            conn=conn,
+            sqs=aws.client("sqs", s),
+            spotify=client,
+            tokens=TokenManager(conn, accounts, lambda: ring),
+        )
+        totals, spotify = [], []
+        for user in users:
+            with stopwatch() as elapsed:
+                outcome = sync_user(deps, user)
+            if outcome.result.added != 50:
+                raise RuntimeError(f"a bench sync added {outcome.result.added} plays, not 50")
+            totals.append(elapsed() * 1000)
+            spotify.append(client.spent * 1000)
+    yield Figure("sync_worker_ms_per_user", statistics.median(totals), "ms")
+    yield Figure("sync_worker_spotify_ms_per_user", statistics.median(spotify), "ms")
+
+
+def run(ctx: BenchContext) -> Iterator[Figure]:
+    from myi.local.resources import create_resources
+
+    settings = Settings.from_env().replace(database_url=ctx.database_url)
+    os.environ.update(create_resources(settings))
+    settings = Settings.from_env().replace(database_url=ctx.database_url)
+    with psycopg.connect(ctx.database_url, autocommit=True, prepare_threshold=None) as conn:
+        migrate.migrate(conn)
+        yield from _fanout(settings, conn)
+        yield from _sync(settings, conn)
