@@ -1,6 +1,7 @@
 """``make local``: MYI on one machine, on embedded defaults unless the environment says otherwise.
 
-Environment: ``MYI_PORT`` (8000), ``DATABASE_URL`` (unset: embedded PostgreSQL under ``.local/pg``),
+Environment: ``MYI_PORT`` (8000), ``DATABASE_URL`` (unset: embedded PostgreSQL under ``.local/pg``,
+database ``MYI_LOCAL_DATABASE`` or ``myi``),
 ``AWS_ENDPOINT_URL`` (unset: an embedded AWS emulator), ``SPOTIFY_ACCOUNTS_URL`` with
 ``SPOTIFY_API_URL``, ``SPOTIFY_CLIENT_ID`` and ``SPOTIFY_CLIENT_SECRET`` (unset: a fake Spotify serving
 a demo world), ``APP_URL`` (unset: the local API's own URL),
@@ -45,7 +46,7 @@ def start(env: dict[str, str] | None = None) -> LocalServices:
     stops: list[Any] = []
     if not environ.get("DATABASE_URL"):
         pg = embedded.start_postgres("pg")
-        environ["DATABASE_URL"] = embedded.ensure_database(pg, "myi")
+        environ["DATABASE_URL"] = embedded.ensure_database(pg, environ.get("MYI_LOCAL_DATABASE") or "myi")
     if not environ.get("AWS_ENDPOINT_URL"):
         emulator = embedded.start_aws()
         stops.append(emulator.stop)
