@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -22,7 +22,7 @@ import psycopg
 from myi import windows
 from myi.api.errors import InvalidRequest, NotFound
 from myi.db import fetch_all, fetch_one
-from myi.users import iso
+from myi.users import first_and_last_played, iso
 from myi.windows import Window
 
 Kind = Literal["tracks", "artists", "albums"]
@@ -113,43 +113,54 @@ def _echo(
     """The resolved window as API.md echoes it; ``all`` runs from the first play (or now)."""
     if window.bounded:
         return {"from": iso(window.start), "to": iso(window.end)}
-    row = conn.execute(
-        "SELECT min(played_at) FROM listening_events WHERE user_id = %s", (user_id,)
-    ).fetchone()
-    first = row[0] if row and row[0] is not None else now
-    return {"from": iso(min(first, now)), "to": iso(now)}
+    first, _ = first_and_last_played(conn, user_id)
+    return {"from": iso(min(first or now, now)), "to": iso(now)}
+
+
+def _utc(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+_DAY = timedelta(days=1)
 
 
 # --- overview ------------------------------------------------------------------------------------
 
 
+class RawJson(str):
+    """A value already serialised as JSON by PostgreSQL (long lists: no Python loop over them)."""
+
+
+_DAYS_JSON = """(SELECT coalesce(json_agg(json_build_object('date', day, 'plays', plays,
+                                                       'ms_played', ms_played) ORDER BY day),
+                                 '[]'::json)::text FROM d) AS days,
+                 (SELECT coalesce(sum(plays), 0) FROM d) AS plays,
+                 (SELECT coalesce(sum(ms_played), 0) FROM d) AS ms_played"""
+
+
 def overview(conn: psycopg.Connection[Any], user_id: int, window: Window, *, now: datetime) -> dict[str, Any]:
+    """Totals, distinct tracks, artists and albums, and plays per local day of a window."""
     if window.bounded:
-        params = _window_params(window, user_id)
-        day_rows = fetch_all(
-            conn,
-            """
-            SELECT bucket AS day, plays, ms_played FROM stat_user
-             WHERE user_id = %(user)s AND grain = 2 AND bucket >= %(d_first)s AND bucket < %(d_stop)s
-               AND plays > 0
-            UNION ALL
-            SELECT (e.played_at AT TIME ZONE %(tz)s)::date, count(*), sum(e.ms_played)
-              FROM listening_events e
-             WHERE e.user_id = %(user)s
-               AND ((e.played_at >= %(start)s AND e.played_at < %(d_inner_start)s)
-                 OR (e.played_at >= %(d_inner_end)s AND e.played_at < %(end)s))
-             GROUP BY 1
-             ORDER BY 1
-            """,
-            params,
-        )
-        counts = fetch_one(
+        row = fetch_one(
             conn,
             f"""
-            WITH ev AS MATERIALIZED (SELECT e.track_id FROM listening_events e WHERE {_EDGE}),
-                 tr AS (SELECT track_id FROM stat_track WHERE {_MONTHS} AND plays > 0
-                        UNION SELECT track_id FROM ev)
-            SELECT (SELECT count(*) FROM tr) AS tracks,
+            WITH d (day, plays, ms_played) AS (
+                SELECT bucket, plays, ms_played FROM stat_user
+                 WHERE user_id = %(user)s AND grain = 2 AND bucket >= %(d_first)s AND bucket < %(d_stop)s
+                   AND plays > 0
+                UNION ALL
+                SELECT (e.played_at AT TIME ZONE %(tz)s)::date, count(*), sum(e.ms_played)
+                  FROM listening_events e
+                 WHERE e.user_id = %(user)s
+                   AND ((e.played_at >= %(start)s AND e.played_at < %(d_inner_start)s)
+                     OR (e.played_at >= %(d_inner_end)s AND e.played_at < %(end)s))
+                 GROUP BY 1
+            ),
+            ev AS MATERIALIZED (SELECT e.track_id FROM listening_events e WHERE {_EDGE}),
+            tr AS (SELECT track_id FROM stat_track WHERE {_MONTHS} AND plays > 0
+                   UNION SELECT track_id FROM ev)
+            SELECT {_DAYS_JSON},
+                   (SELECT count(*) FROM tr) AS tracks,
                    (SELECT count(*) FROM (SELECT artist_id FROM stat_artist WHERE {_MONTHS} AND plays > 0
                                           UNION SELECT ta.artist_id FROM tr
                                                   JOIN track_artists ta ON ta.track_id = tr.track_id) a)
@@ -158,19 +169,18 @@ def overview(conn: psycopg.Connection[Any], user_id: int, window: Window, *, now
                                           UNION SELECT t.album_id FROM tr JOIN tracks t ON t.id = tr.track_id
                                                  WHERE t.album_id IS NOT NULL) b) AS albums
             """,
-            params,
+            _window_params(window, user_id),
         )
     else:
-        day_rows = fetch_all(
+        row = fetch_one(
             conn,
-            """SELECT bucket AS day, plays, ms_played FROM stat_user
-                WHERE user_id = %(user)s AND grain = 2 AND plays > 0 ORDER BY bucket""",
-            {"user": user_id},
-        )
-        counts = fetch_one(
-            conn,
-            """
-            SELECT (SELECT count(*) FROM stat_track WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
+            f"""
+            WITH d (day, plays, ms_played) AS (
+                SELECT bucket, plays, ms_played FROM stat_user
+                 WHERE user_id = %(user)s AND grain = 2 AND plays > 0
+            )
+            SELECT {_DAYS_JSON},
+                   (SELECT count(*) FROM stat_track WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
                        AS tracks,
                    (SELECT count(*) FROM stat_artist WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
                        AS artists,
@@ -179,19 +189,15 @@ def overview(conn: psycopg.Connection[Any], user_id: int, window: Window, *, now
             """,
             {"user": user_id},
         )
-    assert counts is not None
-    days = [
-        {"date": r["day"].isoformat(), "plays": int(r["plays"]), "ms_played": int(r["ms_played"])}
-        for r in day_rows
-    ]
+    assert row is not None
     return {
         "window": _echo(conn, user_id, window, now),
-        "plays": sum(d["plays"] for d in days),
-        "ms_played": sum(d["ms_played"] for d in days),
-        "tracks": int(counts["tracks"]),
-        "artists": int(counts["artists"]),
-        "albums": int(counts["albums"]),
-        "days": days,
+        "plays": int(row["plays"]),
+        "ms_played": int(row["ms_played"]),
+        "tracks": int(row["tracks"]),
+        "artists": int(row["artists"]),
+        "albums": int(row["albums"]),
+        "days": RawJson(row["days"]),
     }
 
 
@@ -375,6 +381,25 @@ def activity(conn: psycopg.Connection[Any], user_id: int, window: Window, *, now
 # --- history -------------------------------------------------------------------------------------
 
 
+def _history_floor(
+    conn: psycopg.Connection[Any], user_id: int, upper: datetime | None, need: int
+) -> datetime:
+    """A time before which the next ``need`` plays up to ``upper`` cannot lie, from the monthly
+    statistics: the page then reads a few months' partitions, not every month of the history. The
+    month of ``upper`` itself is not counted (some of its plays may come after it)."""
+    rows = conn.execute(
+        """SELECT bucket, plays FROM stat_user
+            WHERE user_id = %s AND grain = 1 AND plays > 0 AND bucket <= %s ORDER BY bucket DESC""",
+        (user_id, (upper + _DAY).date() if upper else date.max),
+    ).fetchall()
+    seen = 0
+    for bucket, plays in rows[1:]:
+        seen += int(plays)
+        if seen >= need:
+            return _utc(bucket) - _DAY
+    return _utc(rows[-1][0]) - _DAY if rows else windows.EPOCH
+
+
 def history(conn: psycopg.Connection[Any], user_id: int, *, limit: int, cursor: str | None) -> dict[str, Any]:
     """The user's plays, newest first (ties: track id descending)."""
     params: dict[str, Any] = {"user": user_id, "limit": limit + 1}
@@ -389,13 +414,14 @@ def history(conn: psycopg.Connection[Any], user_id: int, *, limit: int, cursor: 
         except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise InvalidRequest("Invalid parameter cursor: pass back the value of next unchanged.") from exc
         keyset = "AND e.played_at <= %(c_at)s AND (e.played_at, e.track_id) < (%(c_at)s, %(c_track)s)"
+    params["floor"] = _history_floor(conn, user_id, params.get("c_at"), limit + 1)
     rows = fetch_all(
         conn,
         f"""
         WITH page AS (
             SELECT e.played_at, e.track_id, e.ms_played, e.is_estimated, e.origin
               FROM listening_events e
-             WHERE e.user_id = %(user)s {keyset}
+             WHERE e.user_id = %(user)s AND e.played_at >= %(floor)s {keyset}
              ORDER BY e.played_at DESC, e.track_id DESC
              LIMIT %(limit)s
         )

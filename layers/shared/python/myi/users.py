@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import psycopg
@@ -10,6 +10,7 @@ import psycopg
 from myi.auth.tokens import connection_status
 from myi.db import fetch_one
 from myi.spotify.webapi import SpotifyProfile
+from myi.windows import next_month
 
 ALL_TIME = "1970-01-01"
 
@@ -49,9 +50,7 @@ def me(conn: psycopg.Connection[Any], user_id: int, *, now: datetime) -> dict[st
                (SELECT count(*) FROM stat_track t
                  WHERE t.user_id = u.id AND t.grain = 0 AND t.plays > 0) AS tracks,
                (SELECT count(*) FROM stat_artist a
-                 WHERE a.user_id = u.id AND a.grain = 0 AND a.plays > 0) AS artists,
-               (SELECT min(played_at) FROM listening_events e WHERE e.user_id = u.id) AS first_played_at,
-               (SELECT max(played_at) FROM listening_events e WHERE e.user_id = u.id) AS last_played_at
+                 WHERE a.user_id = u.id AND a.grain = 0 AND a.plays > 0) AS artists
           FROM users u
           LEFT JOIN stat_user s ON s.user_id = u.id AND s.grain = 0 AND s.bucket = DATE '1970-01-01'
          WHERE u.id = %s
@@ -60,6 +59,7 @@ def me(conn: psycopg.Connection[Any], user_id: int, *, now: datetime) -> dict[st
     )
     if user is None:
         return None
+    first, last = first_and_last_played(conn, user_id)
     return {
         "id": str(user["id"]),
         "spotify_id": user["spotify_id"],
@@ -74,10 +74,40 @@ def me(conn: psycopg.Connection[Any], user_id: int, *, now: datetime) -> dict[st
             "ms_played": int(user["ms_played"]),
             "tracks": int(user["tracks"]),
             "artists": int(user["artists"]),
-            "first_played_at": iso(user["first_played_at"]),
-            "last_played_at": iso(user["last_played_at"]),
+            "first_played_at": iso(first),
+            "last_played_at": iso(last),
         },
     }
+
+
+def first_and_last_played(
+    conn: psycopg.Connection[Any], user_id: int
+) -> tuple[datetime | None, datetime | None]:
+    """The user's first and last play. The monthly statistics say which months hold them, so only
+    those months' partitions are read, however long the history."""
+    months = conn.execute(
+        "SELECT min(bucket), max(bucket) FROM stat_user WHERE user_id = %s AND grain = 1 AND plays > 0",
+        (user_id,),
+    ).fetchone()
+    if months is None or months[0] is None:
+        return None, None
+    # Buckets are months in the user's zone: a day either side covers every offset.
+    row = conn.execute(
+        """
+        SELECT (SELECT min(played_at) FROM listening_events
+                 WHERE user_id = %(user)s AND played_at >= %(a)s AND played_at < %(b)s),
+               (SELECT max(played_at) FROM listening_events
+                 WHERE user_id = %(user)s AND played_at >= %(c)s AND played_at < %(d)s)
+        """,
+        {
+            "user": user_id,
+            "a": datetime.combine(months[0], time(), UTC) - timedelta(days=1),
+            "b": datetime.combine(next_month(months[0]), time(), UTC) + timedelta(days=1),
+            "c": datetime.combine(months[1], time(), UTC) - timedelta(days=1),
+            "d": datetime.combine(next_month(months[1]), time(), UTC) + timedelta(days=1),
+        },
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
 
 
 def delete(conn: psycopg.Connection[Any], user_id: int) -> bool:

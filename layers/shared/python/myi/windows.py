@@ -103,7 +103,7 @@ def local_midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
 
 
-def _next_month(day: date) -> date:
+def next_month(day: date) -> date:
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
@@ -112,10 +112,10 @@ def months(start: datetime, end: datetime, zone: ZoneInfo) -> Buckets:
     local = start.astimezone(zone)
     first = date(local.year, local.month, 1)
     if local_midnight(first, zone) < start:
-        first = _next_month(first)
+        first = next_month(first)
     stop = first
-    while local_midnight(_next_month(stop), zone) <= end:
-        stop = _next_month(stop)
+    while local_midnight(next_month(stop), zone) <= end:
+        stop = next_month(stop)
     return _buckets(first, stop, start, end, zone)
 
 
