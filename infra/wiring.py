@@ -17,6 +17,7 @@ Access = Literal[
     "db",  # Aurora PostgreSQL (IAM auth or secret)
     "state_table",  # DynamoDB: PKCE states, rate-limit counters
     "token_key",  # the token-encryption key secret
+    "token_key:init",  # writes the first key into the placeholder secret (the migration resource)
     "spotify_secret",  # the Spotify client secret
     "spotify",  # outbound HTTPS to Spotify
     "import_bucket:read",
@@ -202,6 +203,14 @@ FUNCTIONS: tuple[Function, ...] = (
         queue=QueueTrigger("top_stats", batch_size=5, max_concurrency=2),
         schedules=(Schedule("top-stats-sweep", "cron(0 3 * * ? *)", "Daily refresh of tier 1 and 2 users"),),
         access=("db", "state_table", "token_key", "spotify_secret", "spotify", "top_stats_queue:send"),
+    ),
+    Function(
+        name="migrate",
+        description="Applies database migrations on every deploy (a CloudFormation custom resource)",
+        timeout_s=300,
+        memory_mb=512,
+        access=("db", "token_key", "token_key:init"),
+        custom_resource=True,
     ),
     Function(
         name="partition_maintenance",

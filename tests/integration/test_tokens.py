@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,8 +15,7 @@ import pytest
 
 from myi import aws, crypto
 from myi.auth.tokens import GrantUnavailable, TokenManager, connection_status, store_grant
-from myi.crypto import KeyRing
-from myi.local.resources import new_token_key_secret
+from myi.crypto import KeyRing, new_key_ring_secret
 from myi.settings import Settings
 from myi.spotify.accounts import AccountsClient
 from myi.spotify.errors import SpotifyAuthError, SpotifyUnavailable
@@ -234,7 +234,7 @@ def test_keys_rotate_in_secrets_manager_without_losing_a_grant(
 ) -> None:
     secrets = aws.client("secretsmanager", spotify_settings)
     secret_id = "myi/token-key-rotation-test"
-    secrets.create_secret(Name=secret_id, SecretString=new_token_key_secret(1))
+    secrets.create_secret(Name=secret_id, SecretString=new_key_ring_secret(1))
     settings = spotify_settings.replace(token_key_secret_id=secret_id)
     crypto.reset_key_cache()
     try:
@@ -242,7 +242,7 @@ def test_keys_rotate_in_secrets_manager_without_losing_a_grant(
         user = signed_in(db_conn, settings, v1)
         assert stored(db_conn, user)["refresh_v"] == 1
         data = json.loads(secrets.get_secret_value(SecretId=secret_id)["SecretString"])
-        data["keys"]["2"] = json.loads(new_token_key_secret(2))["keys"]["2"]
+        data["keys"]["2"] = json.loads(new_key_ring_secret(2))["keys"]["2"]
         data["current"] = 2
         secrets.put_secret_value(SecretId=secret_id, SecretString=json.dumps(data))
         crypto.reset_key_cache()
@@ -259,3 +259,21 @@ def test_keys_rotate_in_secrets_manager_without_losing_a_grant(
     finally:
         secrets.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
         crypto.reset_key_cache()
+
+
+def test_a_deployments_placeholder_key_secret_gets_its_first_key_once(
+    aws_resources: dict[str, str], settings: Settings
+) -> None:
+
+    secrets = aws.client("secretsmanager", settings)
+    secret_id = f"myi/placeholder-{uuid.uuid4().hex[:6]}"
+    secrets.create_secret(Name=secret_id, SecretString=json.dumps({"uninitialised": True, "nonce": "x"}))
+    s = settings.replace(token_key_secret_id=secret_id)
+    assert crypto.ensure_key_ring(s) is True
+    ring = KeyRing.from_secret(secrets.get_secret_value(SecretId=secret_id)["SecretString"])
+    assert ring.current == 1 and len(ring.keys[1]) == 32
+    assert crypto.ensure_key_ring(s) is False
+    assert KeyRing.from_secret(secrets.get_secret_value(SecretId=secret_id)["SecretString"]) == ring
+    secrets.put_secret_value(SecretId=secret_id, SecretString='{"current": 1}')
+    with pytest.raises(crypto.VaultError):
+        crypto.ensure_key_ring(s)

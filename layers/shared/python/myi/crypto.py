@@ -109,3 +109,29 @@ def reset_key_cache() -> None:
         for provider in _providers.values():
             provider.clear_cache()
         _providers.clear()
+
+
+UNINITIALISED = "uninitialised"
+
+
+def new_key_ring_secret(version: int = 1) -> str:
+    """A key ring with one fresh random key: ``{"current": N, "keys": {"N": base64 32 bytes}}``."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    return json.dumps({"current": version, "keys": {str(version): key}})
+
+
+def ensure_key_ring(settings: Settings) -> bool:
+    """Give the token-key secret its first key when it is still the placeholder the deployment
+    created (``{"uninitialised": true, ...}``); a real key ring is never touched. Returns whether a
+    key was created."""
+    client = aws.client("secretsmanager", settings)
+    value = client.get_secret_value(SecretId=settings.token_key_secret_id)["SecretString"]
+    try:
+        placeholder = bool(json.loads(value).get(UNINITIALISED))
+    except (ValueError, AttributeError):
+        placeholder = False
+    if not placeholder:
+        KeyRing.from_secret(value)  # a broken secret fails the deployment rather than later sign-ins
+        return False
+    client.put_secret_value(SecretId=settings.token_key_secret_id, SecretString=new_key_ring_secret())
+    return True

@@ -3,13 +3,12 @@ bucket and its notifications, the token-encryption key. Used by the local runtim
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 from typing import Any
 
 from infra.wiring import WIRING, Wiring
 from myi import aws
+from myi.crypto import new_key_ring_secret
 from myi.settings import Settings
 
 
@@ -75,14 +74,8 @@ def create_resources(settings: Settings, wiring: Wiring = WIRING) -> dict[str, s
     try:
         secrets.describe_secret(SecretId=settings.token_key_secret_id)
     except secrets.exceptions.ResourceNotFoundException:
-        secrets.create_secret(Name=settings.token_key_secret_id, SecretString=new_token_key_secret())
+        secrets.create_secret(Name=settings.token_key_secret_id, SecretString=new_key_ring_secret())
     return env
-
-
-def new_token_key_secret(version: int = 1) -> str:
-    """The token-encryption key secret: ``{"current": N, "keys": {"N": base64 32 bytes}}``."""
-    key = base64.b64encode(os.urandom(32)).decode()
-    return json.dumps({"current": version, "keys": {str(version): key}})
 
 
 def _queue_name(settings: Settings, name: str) -> str:

@@ -1,0 +1,96 @@
+"""``make layer``: the shared Lambda layer, built for the Lambda architecture without Docker.
+
+The layer's runtime dependencies (``[project] dependencies`` of ``pyproject.toml``) are installed
+from wheels for Linux ARM64 and Python 3.14 (``pip --platform ... --only-binary=:all:
+--no-compile``) into ``layers/shared/build/python``, next to the ``myi`` package without what only
+developers use (``devtools``, ``local``, ``fakespotify``). A stamp of the inputs skips the work
+when nothing changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[5]
+SOURCE = REPO / "layers" / "shared" / "python" / "myi"
+BUILD = REPO / "layers" / "shared" / "build"
+PLATFORM = "manylinux2014_aarch64"
+PYTHON_VERSION = "3.14"
+DEV_ONLY = ("devtools", "local", "fakespotify")
+
+
+def dependencies() -> list[str]:
+    with (REPO / "pyproject.toml").open("rb") as fh:
+        return list(tomllib.load(fh)["project"]["dependencies"])
+
+
+def _stamp(deps: list[str]) -> str:
+    digest = hashlib.sha256("\n".join([PLATFORM, PYTHON_VERSION, *deps]).encode())
+    for path in sorted(SOURCE.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(SOURCE)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def build(target: Path = BUILD) -> bool:
+    """Build the layer into ``target``; returns False when it was already up to date."""
+    deps = dependencies()
+    stamp = _stamp(deps)
+    stamp_file = target / ".stamp"
+    if stamp_file.exists() and stamp_file.read_text() == stamp:
+        return False
+    if target.exists():
+        shutil.rmtree(target)
+    site = target / "python"
+    site.mkdir(parents=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--platform",
+            PLATFORM,
+            "--implementation",
+            "cp",
+            "--python-version",
+            PYTHON_VERSION,
+            "--only-binary=:all:",
+            "--no-compile",
+            "--target",
+            str(site),
+            *deps,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        noise = "is ignored: it is neither a file nor a directory"
+        sys.stderr.write("".join(line for line in done.stderr.splitlines(True) if noise not in line))
+        raise SystemExit(f"pip could not install the layer's dependencies (exit {done.returncode})")
+    shutil.copytree(
+        SOURCE,
+        site / "myi",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *DEV_ONLY),
+    )
+    stamp_file.write_text(stamp)
+    return True
+
+
+def main() -> int:
+    built = build()
+    print(f"layer {'built' if built else 'up to date'}: {BUILD.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

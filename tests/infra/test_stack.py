@@ -1,0 +1,196 @@
+"""The CDK app, synthesised once per profile with cdk-nag's AWS Solutions checks: every function of
+the wiring with its trigger, every queue with a dead-letter queue, every route, a private TLS-only
+bucket, no IAM statement granting every action, the schedules of the wiring."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App
+from aws_cdk.assertions import Match, Template
+
+from infra.app import build
+from infra.wiring import WIRING
+from myi.devtools import build_layer
+
+PROFILES = ("personal", "scale")
+
+
+@pytest.fixture(scope="session")
+def layer_dir() -> Path:
+    """The real layer, built as ``make layer`` builds it (skipped when nothing changed)."""
+    build_layer.build()
+    return build_layer.BUILD
+
+
+@pytest.fixture(scope="session", params=PROFILES)
+def synthesised(
+    request: pytest.FixtureRequest, layer_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Template, Path]]:
+    out = tmp_path_factory.mktemp(f"cdk-{request.param}")
+    app = App(
+        context={"profile": request.param, "stage": "test", "layer_dir": str(layer_dir)}, outdir=str(out)
+    )
+    stack = build(app)
+    app.synth()  # runs cdk-nag: any unacknowledged finding fails here
+    yield request.param, Template.from_stack(stack), out
+
+
+def resources(template: Template, kind: str) -> dict[str, Any]:
+    return dict(template.find_resources(kind))
+
+
+def test_synthesis_passes_the_aws_solutions_checks(synthesised: tuple[str, Template, Path]) -> None:
+    _, _, out = synthesised
+    report = json.loads((out / "validation-report.json").read_text())
+    for plugin in report["pluginReports"]:
+        assert plugin["conclusion"] == "success", plugin["violations"]
+        assert plugin["violations"] == []
+        for finding in plugin.get("suppressedViolations", []):
+            for construct in finding["violatingConstructs"]:
+                assert construct.get("acknowledgment", {}).get("reason", "x"), finding
+
+
+def test_every_function_of_the_wiring_exists_on_arm64_with_its_trigger(
+    synthesised: tuple[str, Template, Path],
+) -> None:
+    _, template, _ = synthesised
+    functions = resources(template, "AWS::Lambda::Function")
+    by_name = {
+        props["Properties"]["FunctionName"]: (logical, props["Properties"])
+        for logical, props in functions.items()
+        if "FunctionName" in props["Properties"]
+    }
+    mappings = resources(template, "AWS::Lambda::EventSourceMapping")
+    rules = resources(template, "AWS::Events::Rule")
+    for fn in WIRING.functions:
+        name = f"myi-test-{fn.kebab}"
+        assert name in by_name, name
+        logical, props = by_name[name]
+        assert props["Architectures"] == ["arm64"] and props["Runtime"].startswith("python3.")
+        assert props["Timeout"] == fn.timeout_s and props["MemorySize"] == fn.memory_mb
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert props["Handler"] == "handler.lambda_handler" and props["Layers"]
+        if fn.queue:
+            mine = [
+                m["Properties"]
+                for m in mappings.values()
+                if logical in json.dumps(m["Properties"]["FunctionName"])
+            ]
+            assert len(mine) == 1, fn.name
+            assert mine[0]["BatchSize"] == fn.queue.batch_size
+            assert mine[0]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+            if fn.queue.max_concurrency:
+                assert mine[0]["ScalingConfig"] == {"MaximumConcurrency": fn.queue.max_concurrency}
+        for schedule in fn.schedules:
+            rule = [
+                r["Properties"]
+                for r in rules.values()
+                if r["Properties"].get("Name") == f"myi-test-{schedule.rule}"
+            ]
+            assert len(rule) == 1 and rule[0]["ScheduleExpression"] == schedule.expression
+            assert logical in json.dumps(rule[0]["Targets"])
+    assert len(rules) == sum(len(fn.schedules) for fn in WIRING.functions)
+    assert template.find_resources("Custom::MyiMigrations")
+
+
+def test_every_queue_has_a_dead_letter_queue_and_outlasts_its_consumer(
+    synthesised: tuple[str, Template, Path],
+) -> None:
+    _, template, _ = synthesised
+    queues = {
+        p["Properties"]["QueueName"]: p["Properties"] for p in resources(template, "AWS::SQS::Queue").values()
+    }
+    for q in WIRING.queues:
+        props = queues[f"myi-test-{q.name.replace('_', '-')}"]
+        assert props["RedrivePolicy"]["maxReceiveCount"] == q.max_receives
+        assert "deadLetterTargetArn" in props["RedrivePolicy"]
+        assert props["VisibilityTimeout"] >= 6 * WIRING.consumer_of(q.name).timeout_s
+        assert props["SqsManagedSseEnabled"] is True
+        assert f"myi-test-{q.name.replace('_', '-')}-dlq" in queues
+
+
+def test_every_route_of_the_wiring_is_routed(synthesised: tuple[str, Template, Path]) -> None:
+    _, template, _ = synthesised
+    keys = {r["Properties"]["RouteKey"] for r in resources(template, "AWS::ApiGatewayV2::Route").values()}
+    assert keys == {f"{route.method} {route.path}" for route, _ in WIRING.routes()}
+    stage = next(iter(resources(template, "AWS::ApiGatewayV2::Stage").values()))["Properties"]
+    assert stage["AccessLogSettings"]["DestinationArn"]
+    assert stage["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0
+
+
+def test_the_import_bucket_is_private_encrypted_tls_only_and_expires_uploads(
+    synthesised: tuple[str, Template, Path],
+) -> None:
+    _, template, _ = synthesised
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "BucketEncryption": Match.any_value(),
+            "CorsConfiguration": {"CorsRules": [Match.object_like({"AllowedMethods": ["POST"]})]},
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with([Match.object_like({"ExpirationInDays": 7})])
+            },
+        },
+    )
+    policies = [
+        p["Properties"]["PolicyDocument"] for p in resources(template, "AWS::S3::BucketPolicy").values()
+    ]
+    assert policies and all(
+        any(
+            s["Effect"] == "Deny"
+            and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+            for s in doc["Statement"]
+        )
+        for doc in policies
+    )
+
+
+def test_no_iam_statement_grants_every_action(synthesised: tuple[str, Template, Path]) -> None:
+    _, template, _ = synthesised
+    for kind in ("AWS::IAM::Policy", "AWS::IAM::Role"):
+        for logical, resource in resources(template, kind).items():
+            docs = [resource["Properties"].get("PolicyDocument")] + [
+                p["PolicyDocument"] for p in resource["Properties"].get("Policies", [])
+            ]
+            for doc in filter(None, docs):
+                for statement in doc["Statement"]:
+                    actions = statement.get("Action", [])
+                    actions = [actions] if isinstance(actions, str) else actions
+                    assert "*" not in actions and not any(a.endswith(":*") for a in actions), (
+                        logical,
+                        statement,
+                    )
+
+
+def test_the_profiles_differ_where_cost_and_scale_do(synthesised: tuple[str, Template, Path]) -> None:
+    profile, template, _ = synthesised
+    proxies = resources(template, "AWS::RDS::DBProxy")
+    nat_gateways = resources(template, "AWS::EC2::NatGateway")
+    instances = resources(template, "AWS::EC2::Instance")
+    cluster = next(iter(resources(template, "AWS::RDS::DBCluster").values()))["Properties"]
+    assert cluster["StorageEncrypted"] is True and cluster["EnableIAMDatabaseAuthentication"] is True
+    if profile == "personal":
+        assert not proxies and not nat_gateways and len(instances) == 1
+        assert cluster["ServerlessV2ScalingConfiguration"]["MinCapacity"] == 0
+    else:
+        assert len(proxies) == 1 and len(nat_gateways) == 2 and not instances
+        proxy = next(iter(proxies.values()))["Properties"]
+        assert proxy["RequireTLS"] is True and proxy["Auth"][0]["IAMAuth"] == "REQUIRED"
+
+
+def test_the_outputs_name_the_api_and_the_redirect_uri(synthesised: tuple[str, Template, Path]) -> None:
+    _, template, _ = synthesised
+    outputs = template.find_outputs("*")
+    assert {"ApiUrl", "SpotifyRedirectUri"} <= set(outputs)
+    assert "/auth/callback" in json.dumps(outputs["SpotifyRedirectUri"]["Value"])
