@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import mimetypes
 import sys
 import threading
 import time
@@ -63,6 +64,7 @@ class Runtime:
     port: int = 8000
     schedules_enabled: bool = True
     functions_dir: Path = REPO_ROOT / "functions"
+    web_dir: Path = REPO_ROOT / "web"
     _handlers: dict[str, Callable[..., Any]] = field(default_factory=dict)
     _load_lock: threading.Lock = field(default_factory=threading.Lock)
     _busy: int = 0
@@ -288,6 +290,10 @@ class Runtime:
         if path.startswith("/_local/"):
             return self._control(method, path, parse_qs(parts.query))
         match, _known = events.match_route(self.wiring.routes(), method, path)
+        if match is None and method in ("GET", "HEAD"):
+            page = self.static_file(path)
+            if page is not None:
+                return page
         if match is None:
             return events.HttpResponse(
                 404, [("content-type", "application/json")], error_json("not_found", "No such route.")
@@ -313,6 +319,24 @@ class Runtime:
             response = events.event_response_to_http(outcome.result)
         return events.HttpResponse(
             response.status, [*response.headers, *self.cors_headers(origin)], response.body
+        )
+
+    def static_file(self, path: str) -> events.HttpResponse | None:
+        """The dashboard (``web/``) at ``/``, as CloudFront serves it in the cloud: files that exist
+        under ``web/`` only, never anything outside it."""
+        relative = "index.html" if path in ("", "/") else path.lstrip("/")
+        try:
+            root = self.web_dir.resolve()
+            target = (root / relative).resolve()
+        except (OSError, RuntimeError):
+            return None
+        if root not in target.parents or not target.is_file():
+            return None
+        kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        if kind.startswith("text/") or kind in ("application/javascript", "application/json"):
+            kind += "; charset=utf-8"
+        return events.HttpResponse(
+            200, [("content-type", kind), ("cache-control", "no-cache")], target.read_bytes()
         )
 
     def _control(self, method: str, path: str, query: dict[str, list[str]]) -> events.HttpResponse:

@@ -1,0 +1,128 @@
+"""The dashboard (``web/``) under the local runtime: served at ``/`` and nothing outside ``web/``; and
+in a real headless Chromium, signing in through the fake Spotify and showing the top tracks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from myi.devtools import embedded
+from myi.fakespotify import FakeSpotify
+from tests.e2e.conftest import print_log_on_failure
+from tests.fixtures.local_runtime import LocalRuntime, start_local_runtime, stop_local_runtime
+
+log_on_failure = pytest.fixture(autouse=True)(print_log_on_failure)
+SCREENSHOT = os.environ.get("MYI_DASHBOARD_SCREENSHOT")
+
+
+@pytest.fixture(scope="module")
+def runtime(fake: FakeSpotify, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
+    """The runtime as ``make local`` runs it: the dashboard and the API on one origin (no
+    ``APP_URL``), so sign-in comes back to the page."""
+    pg = embedded.start_postgres("pg-test")
+    database_url = pg.create_database()
+    rt = start_local_runtime(
+        database_url,
+        tmp_path_factory.mktemp("dashboard") / "local-runtime.log",
+        {
+            "SPOTIFY_ACCOUNTS_URL": fake.accounts_url,
+            "SPOTIFY_API_URL": fake.api_url,
+            "SPOTIFY_CLIENT_ID": fake.client_id,
+            "SPOTIFY_CLIENT_SECRET": fake.client_secret,
+            "SYNC_MAX_DELAY_SECONDS": "1",
+        },
+    )
+    try:
+        yield rt
+    finally:
+        stop_local_runtime(rt)
+        pg.drop_database(database_url)
+
+
+def test_the_dashboard_is_served_at_the_root_and_nothing_outside_it(runtime: LocalRuntime) -> None:
+    page = httpx.get(f"{runtime.url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "Sign in with Spotify" in page.text and 'src="app.js"' in page.text
+    script = httpx.get(f"{runtime.url}/app.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    for path in ("/../pyproject.toml", "/%2e%2e/pyproject.toml", "/missing.js", "/web/app.js"):
+        answer = httpx.get(f"{runtime.url}{path}")
+        assert answer.status_code == 404, path
+    assert httpx.get(f"{runtime.url}/health").json() == {"status": "ok"}
+
+
+def chromium() -> str:
+    """A Chromium executable: one already here, or Debian's package installed now (as root,
+    non-interactively). The test is skipped, with the reason, only when neither works."""
+    for name in (os.environ.get("CHROME_PATH"), "chromium", "chromium-browser", "google-chrome"):
+        if name and (found := shutil.which(name)):
+            return found
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        try:
+            subprocess.run(
+                ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+                env=env,
+                capture_output=True,
+                timeout=600,
+                check=False,
+            )
+            if not shutil.which("chromium"):
+                subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=300, check=False)
+                subprocess.run(
+                    ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+                    env=env,
+                    capture_output=True,
+                    timeout=600,
+                    check=False,
+                )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            print(f"installing chromium failed: {exc}", file=sys.stderr)
+        if found := shutil.which("chromium"):
+            return found
+    pytest.skip("no Chromium here and Debian's chromium package could not be installed")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def test_a_person_signs_in_and_sees_their_top_tracks(runtime: LocalRuntime, browser: Any) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 1600})
+    page.set_default_timeout(30_000)
+    page.goto(f"{runtime.url}/")
+    # Login -> the fake Spotify approves its first listener at once -> callback -> back here.
+    page.get_by_test_id("sign-in").click()
+    page.wait_for_url(f"{runtime.url}/")
+    name = page.get_by_test_id("user-name")
+    name.wait_for()
+    assert name.inner_text() == "Demo Listener"
+    fired = runtime.run_schedule("sync-fanout")
+    assert fired.status_code == 200, fired.text
+    runtime.drain(timeout_s=90)
+    page.reload()
+    items = page.get_by_test_id("top-tracks-item")
+    items.first.wait_for()
+    assert items.count() == 10
+    assert page.locator("#t-plays").inner_text() == "50"
+    assert page.get_by_test_id("history").locator("li").count() == 20
+    if SCREENSHOT:
+        Path(SCREENSHOT).parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENSHOT, full_page=True)
