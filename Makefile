@@ -9,6 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= personal
 STAGE ?= dev
+CDK_ARGS ?=
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # pip warns about every missing local mirror folder; keep the output readable.
@@ -67,13 +68,13 @@ layer: $(STAMP)
 	$(PY) -m myi.devtools.build_layer
 
 synth: layer cdk-cli
-	node_modules/.bin/cdk synth --quiet -c profile=$(PROFILE) -c stage=$(STAGE)
+	node_modules/.bin/cdk synth --quiet -c profile=$(PROFILE) -c stage=$(STAGE) $(CDK_ARGS)
 
 deploy: layer cdk-cli
-	node_modules/.bin/cdk deploy -c profile=$(PROFILE) -c stage=$(STAGE) --require-approval broadening
+	node_modules/.bin/cdk deploy -c profile=$(PROFILE) -c stage=$(STAGE) --require-approval broadening $(CDK_ARGS)
 
 destroy: cdk-cli
-	node_modules/.bin/cdk destroy -c profile=$(PROFILE) -c stage=$(STAGE)
+	node_modules/.bin/cdk destroy -c profile=$(PROFILE) -c stage=$(STAGE) $(CDK_ARGS)
 
 clean:
 	rm -rf $(VENV) .local cdk.out layers/shared/build node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,11 @@ that deploy. Two profiles set the cost-shaped defaults; every value can still be
 | ``log_retention_days`` | 30 | 90 | CloudWatch log retention |
 | ``dlq_max_receives`` | the wiring's | | deliveries before a message goes to its DLQ |
 | ``api_rate_limit`` / ``api_burst_limit`` | 20 / 40 | 500 / 1000 | HTTP API throttling per second |
+| ``sync_fanout_schedule`` | ``rate(1 hour)`` | the wiring's | how often due users are looked for |
+
+Spotify keeps a listener's latest 50 plays, more than two hours of continuous listening, and a full
+page makes the worker read on at once, so an hourly fan-out loses nothing; it lets the database of
+a personal deployment sleep most of the hour instead of waking every 15 minutes.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class Config:
     api_rate_limit: int
     api_burst_limit: int
     layer_dir: str
+    schedules: dict[str, str]  # rule -> expression, where the profile differs from the wiring
 
     @property
     def production(self) -> bool:
@@ -72,6 +78,7 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "log_retention_days": 30,
         "api_rate_limit": 20,
         "api_burst_limit": 40,
+        "sync_fanout_schedule": "rate(1 hour)",
     },
     "scale": {
         "nat_count": 2,
@@ -120,4 +127,9 @@ def from_context(scope: Construct) -> Config:
         api_rate_limit=int(ctx("api_rate_limit", shape["api_rate_limit"])),
         api_burst_limit=int(ctx("api_burst_limit", shape["api_burst_limit"])),
         layer_dir=str(ctx("layer_dir", "layers/shared/build")),
+        schedules=(
+            {"sync-fanout": str(ctx("sync_fanout_schedule", shape["sync_fanout_schedule"]))}
+            if ctx("sync_fanout_schedule", shape.get("sync_fanout_schedule"))
+            else {}
+        ),
     )

@@ -139,7 +139,9 @@ class Functions(Construct):
                     f"{spec.kebab}-{schedule.rule}",
                     rule_name=config.name(schedule.rule),
                     description=schedule.description,
-                    schedule=events.Schedule.expression(schedule.expression),
+                    schedule=events.Schedule.expression(
+                        config.schedules.get(schedule.rule, schedule.expression)
+                    ),
                     targets=[targets.LambdaFunction(fn, retry_attempts=2)],
                 )
             if spec.custom_resource:

@@ -157,9 +157,7 @@ FUNCTIONS: tuple[Function, ...] = (
         timeout_s=900,
         memory_mb=1024,
         queue=QueueTrigger("import", batch_size=1, max_concurrency=5),
-        schedules=(
-            Schedule("import-sweep", "rate(15 minutes)", "Fails imports that stopped making progress"),
-        ),
+        schedules=(Schedule("import-sweep", "rate(1 hour)", "Fails imports that stopped making progress"),),
         access=("db", "import_bucket:read", "import_queue:send", "enrichment_queue:send"),
     ),
     Function(
@@ -192,7 +190,7 @@ FUNCTIONS: tuple[Function, ...] = (
         timeout_s=120,
         memory_mb=512,
         queue=QueueTrigger("enrichment", batch_size=10, max_concurrency=2, batching_window_s=5),
-        schedules=(Schedule("enrichment-sweep", "rate(15 minutes)", "Retries catalog gaps that are due"),),
+        schedules=(Schedule("enrichment-sweep", "rate(1 hour)", "Retries catalog gaps that are due"),),
         access=("db", "state_table", "spotify_secret", "spotify", "enrichment_queue:send"),
     ),
     Function(
