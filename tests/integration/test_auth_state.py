@@ -143,3 +143,17 @@ def test_the_cookie_is_http_only_lax_and_secure_on_https(settings: Settings) -> 
         assert "SameSite=Lax" in cookie and "Path=/" in cookie
     assert "Secure" in secure and "Secure" not in plain
     assert sessions.cookie_value(["other=1", "myi_session=abc"]) == "abc"
+
+
+def test_sessions_long_expired_or_revoked_are_purged_and_live_ones_stay(
+    db_conn: psycopg.Connection[Any], settings: Settings
+) -> None:
+    user = make_user(db_conn, "purge")
+    live = sessions.create(db_conn, user, settings, now=NOW, user_agent=None)
+    old = sessions.create(db_conn, user, settings, now=NOW - timedelta(days=60), user_agent=None)
+    gone = sessions.create(db_conn, user, settings, now=NOW, user_agent=None)
+    sessions.revoke(db_conn, gone, now=NOW - timedelta(days=8))
+    assert sessions.purge(db_conn, now=NOW) == 2
+    assert sessions.resolve(db_conn, live, settings, now=NOW) is not None
+    assert sessions.resolve(db_conn, old, settings, now=NOW) is None
+    assert db_conn.execute("SELECT count(*) FROM sessions").fetchone() == (1,)

@@ -95,6 +95,15 @@ def revoke(conn: psycopg.Connection[Any], raw: str | None, *, now: datetime) -> 
     return cur.rowcount > 0
 
 
+def purge(conn: psycopg.Connection[Any], *, now: datetime, keep: timedelta = timedelta(days=7)) -> int:
+    """Delete sessions that expired or were revoked more than ``keep`` ago (daily housekeeping);
+    returns how many. They open nothing already; this only keeps the table small."""
+    cur = conn.execute(
+        "DELETE FROM sessions WHERE expires_at < %(cut)s OR revoked_at < %(cut)s", {"cut": now - keep}
+    )
+    return cur.rowcount
+
+
 def cookie_value(cookies: list[str] | None) -> str | None:
     """The ``myi_session`` value among a request's cookies (API Gateway v2 ``cookies``)."""
     for item in cookies or ():
