@@ -6,6 +6,8 @@ from __future__ import annotations
 from aws_cdk import Acknowledgment, CfnElement, Stack, Validations
 from constructs import IConstruct
 
+from infra.stack import MyiStack
+
 RULES = "AwsSolutions::AwsSolutions-"
 
 
@@ -14,8 +16,6 @@ def _ack(construct: IConstruct, rule: str, reason: str) -> None:
 
 
 def acknowledge(stack: Stack) -> None:
-    from infra.stack import MyiStack
-
     assert isinstance(stack, MyiStack)
     config = stack.config
 
@@ -78,6 +78,7 @@ def acknowledge(stack: Stack) -> None:
         "Only CDK's own helper functions (the custom resource provider and the bucket notification handler) "
         "use the basic execution policy; MYI's functions have roles of their own.",
     )
+    _dashboard(stack)
     migrate = stack.functions.deployed.get("migrate")
     if migrate is not None:
         _ack(
@@ -86,6 +87,49 @@ def acknowledge(stack: Stack) -> None:
             "The custom resource provider may invoke every version of the migration function, which CDK "
             "grants with a version wildcard on that one function.",
         )
+
+
+def _dashboard(stack: MyiStack) -> None:
+    if stack.dashboard is None:
+        return
+    cdn = stack.dashboard.distribution
+    _ack(
+        cdn,
+        "CFR1",
+        "The dashboard's users are wherever its operator's friends are: no geographic restriction.",
+    )
+    _ack(
+        cdn,
+        "CFR2",
+        "The distribution serves a handful of static files; the API behind it has its own throttling, and "
+        "a web ACL would cost more than the whole personal deployment.",
+    )
+    _ack(
+        cdn,
+        "CFR4",
+        "The default *.cloudfront.net certificate fixes the TLS policy; with a custom domain and certificate "
+        "the distribution requires TLS 1.2 (minimum_protocol_version).",
+    )
+    for child in stack.node.children:
+        if not child.node.id.startswith("Custom::CDKBucketDeployment"):
+            continue
+        reason = (
+            "CDK's own deployment function copies web/ from the asset bucket into the dashboard bucket; its "
+            "permissions and runtime are CDK's."
+        )
+        bucket = stack.get_logical_id(_cfn(stack.dashboard.bucket))
+        for finding in (
+            "L1",
+            "IAM5[Resource::*]",
+            "IAM5[Action::s3:GetObject*]",
+            "IAM5[Action::s3:GetBucket*]",
+            "IAM5[Action::s3:List*]",
+            "IAM5[Action::s3:DeleteObject*]",
+            "IAM5[Action::s3:Abort*]",
+            "IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*]",
+            f"IAM5[Resource::<{bucket}.Arn>/*]",
+        ):
+            _ack(child, finding, reason)
 
 
 def _cfn(construct: IConstruct) -> CfnElement:

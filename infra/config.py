@@ -17,6 +17,7 @@ that deploy. Two profiles set the cost-shaped defaults; every value can still be
 | ``dlq_max_receives`` | the wiring's | | deliveries before a message goes to its DLQ |
 | ``api_rate_limit`` / ``api_burst_limit`` | 20 / 40 | 500 / 1000 | HTTP API throttling per second |
 | ``sync_fanout_schedule`` | ``rate(1 hour)`` | the wiring's | how often due users are looked for |
+| ``publish_web`` | ``false`` | | publish ``web/`` to S3 behind CloudFront (then the SPA's origin) |
 
 Spotify keeps a listener's latest 50 plays, more than two hours of continuous listening, and a full
 page makes the worker read on at once, so an hourly fan-out loses nothing; it lets the database of
@@ -54,6 +55,7 @@ class Config:
     api_burst_limit: int
     layer_dir: str
     schedules: dict[str, str]  # rule -> expression, where the profile differs from the wiring
+    publish_web: bool
 
     @property
     def production(self) -> bool:
@@ -127,6 +129,7 @@ def from_context(scope: Construct) -> Config:
         api_rate_limit=int(ctx("api_rate_limit", shape["api_rate_limit"])),
         api_burst_limit=int(ctx("api_burst_limit", shape["api_burst_limit"])),
         layer_dir=str(ctx("layer_dir", "layers/shared/build")),
+        publish_web=_flag(ctx("publish_web", "false")),
         schedules=(
             {"sync-fanout": str(ctx("sync_fanout_schedule", shape["sync_fanout_schedule"]))}
             if ctx("sync_fanout_schedule", shape.get("sync_fanout_schedule"))

@@ -91,15 +91,14 @@ class State(Construct):
         )
 
 
-class Files(Construct):
-    """The import bucket: private, encrypted, TLS only, CORS for the SPA's presigned POST, uploads
-    deleted after ``upload_retention_days``; access logs in a bucket of their own."""
+class AccessLogs(Construct):
+    """One bucket for the S3 and CloudFront access logs, kept 90 days."""
 
-    def __init__(self, scope: Construct, id: str, *, config: Config, origins: list[str]) -> None:
+    def __init__(self, scope: Construct, id: str, *, config: Config) -> None:
         super().__init__(scope, id)
-        self.access_logs = s3.Bucket(
+        self.bucket = s3.Bucket(
             self,
-            "AccessLogs",
+            "Bucket",
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,
@@ -108,6 +107,16 @@ class Files(Construct):
             removal_policy=RemovalPolicy.RETAIN if config.production else RemovalPolicy.DESTROY,
             auto_delete_objects=not config.production,
         )
+
+
+class Files(Construct):
+    """The import bucket: private, encrypted, TLS only, CORS for the SPA's presigned POST, uploads
+    deleted after ``upload_retention_days``; its access logs go to the access-log bucket."""
+
+    def __init__(
+        self, scope: Construct, id: str, *, config: Config, origins: list[str], access_logs: s3.IBucket
+    ) -> None:
+        super().__init__(scope, id)
         self.bucket = s3.Bucket(
             self,
             "Imports",
@@ -115,7 +124,7 @@ class Files(Construct):
             encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,
             versioned=False,
-            server_access_logs_bucket=self.access_logs,
+            server_access_logs_bucket=access_logs,
             server_access_logs_prefix="imports/",
             cors=[
                 s3.CorsRule(

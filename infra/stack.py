@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from aws_cdk import CfnOutput, Stack, Tags
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as notifications
 from constructs import Construct
 
 from infra.config import Config
-from infra.data import Database, Files, Secrets, State
+from infra.data import AccessLogs, Database, Files, Secrets, State
 from infra.functions import Functions, Queues
 from infra.http_api import HttpApi
 from infra.network import Network
 from infra.operations import Operations
+from infra.web import WEB_DIR, Dashboard
 from infra.wiring import WIRING, Wiring
 
 
@@ -27,11 +30,21 @@ class MyiStack(Stack):
         Tags.of(self).add("stage", config.stage, exclude_resource_types=untaggable)
         self.config = config
         self.network = Network(self, "Network", config=config)
-        self.http = HttpApi(self, "Http", config=config, origins=list(config.spa_origins) or None)
-        origins = list(config.spa_origins) or [self.http.url]
+        self.access_logs = AccessLogs(self, "AccessLogs", config=config)
+        self.dashboard = (
+            Dashboard(self, "Dashboard", config=config, logs_bucket=self.access_logs.bucket)
+            if config.publish_web and WEB_DIR.is_dir()
+            else None
+        )
+        spa = list(config.spa_origins) + ([self.dashboard.origin] if self.dashboard else [])
+        if self.dashboard and not config.app_url:
+            config = dataclasses.replace(config, app_url=self.dashboard.origin)
+            self.config = config
+        self.http = HttpApi(self, "Http", config=config, origins=spa or None)
+        origins = spa or [self.http.url]
         self.database = Database(self, "Database", config=config, network=self.network)
         self.state = State(self, "State", config=config)
-        self.files = Files(self, "Files", config=config, origins=origins)
+        self.files = Files(self, "Files", config=config, origins=origins, access_logs=self.access_logs.bucket)
         self.secrets = Secrets(self, "Secrets", config=config)
         self.queues = Queues(self, "Queues", config=config, wiring=wiring)
         self.functions = Functions(
@@ -49,6 +62,9 @@ class MyiStack(Stack):
             origins=origins,
         )
         self.http.route(wiring, self.functions)
+        if self.dashboard:
+            self.dashboard.publish(self.http.url)
+            CfnOutput(self, "DashboardUrl", value=self.dashboard.origin, description="The dashboard")
         self._bucket_notifications(wiring)
         self.operations = Operations(
             self,

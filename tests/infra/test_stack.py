@@ -199,3 +199,25 @@ def test_the_outputs_name_the_api_and_the_redirect_uri(synthesised: tuple[str, T
     outputs = template.find_outputs("*")
     assert {"ApiUrl", "SpotifyRedirectUri"} <= set(outputs)
     assert "/auth/callback" in json.dumps(outputs["SpotifyRedirectUri"]["Value"])
+
+
+def test_the_dashboard_can_be_published_behind_cloudfront(layer_dir: Path, tmp_path: Path) -> None:
+    app = App(
+        context={"profile": "personal", "stage": "test", "layer_dir": str(layer_dir), "publish_web": "true"},
+        outdir=str(tmp_path),
+    )
+    stack = build(app)
+    app.synth()
+    template = Template.from_stack(stack)
+    template.resource_count_is("AWS::CloudFront::Distribution", 1)
+    template.resource_count_is("Custom::CDKBucketDeployment", 1)
+    distribution = next(iter(resources(template, "AWS::CloudFront::Distribution")))
+    auth = next(
+        f["Properties"]
+        for f in resources(template, "AWS::Lambda::Function").values()
+        if f["Properties"].get("FunctionName") == "myi-test-auth"
+    )
+    assert distribution in json.dumps(auth["Environment"]["Variables"]["APP_URL"])
+    assert distribution in json.dumps(auth["Environment"]["Variables"]["ALLOWED_ORIGINS"])
+    api = next(iter(resources(template, "AWS::ApiGatewayV2::Api").values()))["Properties"]
+    assert distribution in json.dumps(api["CorsConfiguration"]["AllowOrigins"])
