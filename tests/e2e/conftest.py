@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -22,9 +23,12 @@ def fake() -> Iterator[FakeSpotify]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def runtime(fake: FakeSpotify, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
-    """The local runtime with its own database, talking to ``fake``; small limits for tests."""
+@contextmanager
+def runtime_with(
+    fake: FakeSpotify, tmp_path_factory: pytest.TempPathFactory, **env: str
+) -> Iterator[LocalRuntime]:
+    """The local runtime with its own database, talking to ``fake``, with small limits for tests
+    and ``env`` on top."""
     pg = embedded.start_postgres("pg-test")
     database_url = pg.create_database()
     log = tmp_path_factory.mktemp("e2e") / "local-runtime.log"
@@ -36,10 +40,10 @@ def runtime(fake: FakeSpotify, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "SPOTIFY_API_URL": fake.api_url,
             "SPOTIFY_CLIENT_ID": fake.client_id,
             "SPOTIFY_CLIENT_SECRET": fake.client_secret,
-            "APP_URL": APP_URL,
             "MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
             "IMPORT_BATCH_SIZE": "2000",
             "SYNC_MAX_DELAY_SECONDS": "1",
+            **env,
         },
     )
     try:
@@ -47,6 +51,13 @@ def runtime(fake: FakeSpotify, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         stop_local_runtime(rt)
         pg.drop_database(database_url)
+
+
+@pytest.fixture(scope="module")
+def runtime(fake: FakeSpotify, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
+    """The runtime for API tests: the SPA elsewhere (``APP_URL``), only ever redirected to."""
+    with runtime_with(fake, tmp_path_factory, APP_URL=APP_URL) as rt:
+        yield rt
 
 
 def print_log_on_failure(request: pytest.FixtureRequest, runtime: LocalRuntime) -> Iterator[None]:

@@ -14,10 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from myi.devtools import embedded
 from myi.fakespotify import FakeSpotify
-from tests.e2e.conftest import print_log_on_failure
-from tests.fixtures.local_runtime import LocalRuntime, start_local_runtime, stop_local_runtime
+from tests.e2e.conftest import print_log_on_failure, runtime_with
+from tests.fixtures.local_runtime import LocalRuntime
 
 log_on_failure = pytest.fixture(autouse=True)(print_log_on_failure)
 SCREENSHOT = os.environ.get("MYI_DASHBOARD_SCREENSHOT")
@@ -27,24 +26,8 @@ SCREENSHOT = os.environ.get("MYI_DASHBOARD_SCREENSHOT")
 def runtime(fake: FakeSpotify, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
     """The runtime as ``make local`` runs it: the dashboard and the API on one origin (no
     ``APP_URL``), so sign-in comes back to the page."""
-    pg = embedded.start_postgres("pg-test")
-    database_url = pg.create_database()
-    rt = start_local_runtime(
-        database_url,
-        tmp_path_factory.mktemp("dashboard") / "local-runtime.log",
-        {
-            "SPOTIFY_ACCOUNTS_URL": fake.accounts_url,
-            "SPOTIFY_API_URL": fake.api_url,
-            "SPOTIFY_CLIENT_ID": fake.client_id,
-            "SPOTIFY_CLIENT_SECRET": fake.client_secret,
-            "SYNC_MAX_DELAY_SECONDS": "1",
-        },
-    )
-    try:
+    with runtime_with(fake, tmp_path_factory) as rt:
         yield rt
-    finally:
-        stop_local_runtime(rt)
-        pg.drop_database(database_url)
 
 
 def test_the_dashboard_is_served_at_the_root_and_nothing_outside_it(runtime: LocalRuntime) -> None:
@@ -68,22 +51,11 @@ def chromium() -> str:
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         try:
-            subprocess.run(
-                ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                env=env,
-                capture_output=True,
-                timeout=600,
-                check=False,
-            )
-            if not shutil.which("chromium"):
-                subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=300, check=False)
-                subprocess.run(
-                    ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                    env=env,
-                    capture_output=True,
-                    timeout=600,
-                    check=False,
-                )
+            install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+            for step in (install, ["apt-get", "update"], install):  # the package lists may be stale
+                if shutil.which("chromium"):
+                    break
+                subprocess.run(step, env=env, capture_output=True, timeout=600, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             print(f"installing chromium failed: {exc}", file=sys.stderr)
         if found := shutil.which("chromium"):
