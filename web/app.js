@@ -88,8 +88,9 @@ async function start() {
   $("who").hidden = false;
   $("name").textContent = me.display_name || me.spotify_id;
   if (me.image_url) {
+    $("avatar").onerror = () => { $("avatar").hidden = true; };
+    $("avatar").onload = () => { $("avatar").hidden = false; };
     $("avatar").src = me.image_url;
-    $("avatar").hidden = false;
   }
   if (me.spotify_connection === "reconnect_required") {
     say("Spotify no longer accepts MYI's access: sign in again to resume syncing.", "error");
