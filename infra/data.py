@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy, SecretValue
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -51,12 +52,24 @@ class Database(Construct):
         self.proxy: rds.DatabaseProxy | None = None
         if config.rds_proxy:
             assert self.cluster.secret is not None
+            proxy_sg = ec2.SecurityGroup(
+                self,
+                "ProxySecurityGroup",
+                vpc=network.vpc,
+                description="MYI RDS Proxy: from the functions, to the cluster",
+                allow_all_outbound=False,
+            )
+            proxy_sg.add_ingress_rule(
+                network.function_sg, ec2.Port.tcp(5432), "PostgreSQL from MYI functions"
+            )
+            proxy_sg.add_egress_rule(network.database_sg, ec2.Port.tcp(5432), "PostgreSQL to the cluster")
+            network.database_sg.add_ingress_rule(proxy_sg, ec2.Port.tcp(5432), "PostgreSQL from the proxy")
             self.proxy = self.cluster.add_proxy(
                 "Proxy",
                 secrets=[self.cluster.secret],
                 vpc=network.vpc,
                 vpc_subnets=network.function_subnets,
-                security_groups=[network.database_sg],
+                security_groups=[proxy_sg],
                 iam_auth=True,
                 require_tls=True,
             )

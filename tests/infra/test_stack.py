@@ -192,6 +192,12 @@ def test_the_profiles_differ_where_cost_and_scale_do(synthesised: tuple[str, Tem
         assert len(proxies) == 1 and len(nat_gateways) == 2 and not instances
         proxy = next(iter(proxies.values()))["Properties"]
         assert proxy["RequireTLS"] is True and proxy["Auth"][0]["IAMAuth"] == "REQUIRED"
+        # The proxy has a security group of its own that the cluster's lets in.
+        (proxy_sg,) = proxy["VpcSecurityGroupIds"]
+        (cluster_sg,) = cluster["VpcSecurityGroupIds"]
+        assert proxy_sg != cluster_sg
+        ingress = [r["Properties"] for r in resources(template, "AWS::EC2::SecurityGroupIngress").values()]
+        assert any(r["GroupId"] == cluster_sg and r.get("SourceSecurityGroupId") == proxy_sg for r in ingress)
 
 
 def test_the_outputs_name_the_api_and_the_redirect_uri(synthesised: tuple[str, Template, Path]) -> None:
