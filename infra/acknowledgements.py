@@ -21,6 +21,12 @@ def acknowledge(stack: Stack) -> None:
 
     if not config.nat_gateways:
         nat = stack.network.vpc
+        _ack(
+            nat,
+            "EC23",
+            "The NAT instance's only inbound rule is the VPC's own CIDR (a token the check cannot resolve), "
+            "for the traffic it forwards; nothing from the internet gets in.",
+        )
         _ack(nat, "EC26", "The NAT instance's root volume holds no data: it only forwards packets.")
         _ack(
             nat,

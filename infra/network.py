@@ -42,6 +42,13 @@ class Network(Construct):
                 "DynamoDb": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.DYNAMODB),
             },
         )
+        if isinstance(nat, ec2.NatInstanceProviderV2):
+            # The instance forwards what the private subnets send; nothing from the internet gets in.
+            nat.connections.allow_from(
+                ec2.Peer.ipv4(self.vpc.vpc_cidr_block),
+                ec2.Port.all_traffic(),
+                "Traffic to forward from the VPC",
+            )
         flow_logs = logs.LogGroup(self, "FlowLogs", retention=logs.RetentionDays.ONE_MONTH)
         self.vpc.add_flow_log("FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs))
         self.function_sg = ec2.SecurityGroup(

@@ -227,3 +227,17 @@ def test_the_dashboard_can_be_published_behind_cloudfront(layer_dir: Path, tmp_p
     assert distribution in json.dumps(auth["Environment"]["Variables"]["ALLOWED_ORIGINS"])
     api = next(iter(resources(template, "AWS::ApiGatewayV2::Api").values()))["Properties"]
     assert distribution in json.dumps(api["CorsConfiguration"]["AllowOrigins"])
+
+
+def test_nothing_is_open_to_the_internet_and_the_nat_forwards_only_the_vpc(
+    synthesised: tuple[str, Template, Path],
+) -> None:
+    profile, template, _ = synthesised
+    rules = []
+    for group in resources(template, "AWS::EC2::SecurityGroup").values():
+        rules += group["Properties"].get("SecurityGroupIngress", [])
+    rules += [r["Properties"] for r in resources(template, "AWS::EC2::SecurityGroupIngress").values()]
+    assert rules
+    assert all(r.get("CidrIp") != "0.0.0.0/0" and r.get("CidrIpv6") != "::/0" for r in rules)
+    if profile == "personal":
+        assert any("CidrBlock" in json.dumps(r.get("CidrIp", "")) for r in rules)
