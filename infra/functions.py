@@ -162,6 +162,22 @@ class Functions(Construct):
             log_group_name=f"/aws/lambda/{name}",
             retention=retention(config.log_retention_days),
         )
+        log_group.grant_write(role)
+        # Lambda creates the function's network interfaces in the VPC with its role; EC2 offers no
+        # resource-level permissions for these actions.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ec2:CreateNetworkInterface",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeSubnets",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:AssignPrivateIpAddresses",
+                    "ec2:UnassignPrivateIpAddresses",
+                ],
+                resources=["*"],
+            )
+        )
         env = dict(common)
         env.update(self._grant(spec, role, env))
         fn = lambda_.Function(

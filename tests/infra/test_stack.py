@@ -241,3 +241,22 @@ def test_nothing_is_open_to_the_internet_and_the_nat_forwards_only_the_vpc(
     assert all(r.get("CidrIp") != "0.0.0.0/0" and r.get("CidrIpv6") != "::/0" for r in rules)
     if profile == "personal":
         assert any("CidrBlock" in json.dumps(r.get("CidrIp", "")) for r in rules)
+
+
+def test_every_function_role_may_write_its_logs_and_attach_to_the_vpc(
+    synthesised: tuple[str, Template, Path],
+) -> None:
+    _, template, _ = synthesised
+    policies = resources(template, "AWS::IAM::Policy")
+    for fn in WIRING.functions:
+        role_prefix = f"Functions{fn.kebab.replace('-', '')}role"
+        statements = [
+            s
+            for logical, p in policies.items()
+            if logical.startswith(role_prefix)
+            for s in p["Properties"]["PolicyDocument"]["Statement"]
+        ]
+        actions = {
+            a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+        }
+        assert {"logs:PutLogEvents", "ec2:CreateNetworkInterface"} <= actions, fn.name
