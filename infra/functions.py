@@ -88,7 +88,7 @@ class Functions(Construct):
     ) -> None:
         super().__init__(scope, id)
         self._config, self._database, self._state, self._files = config, database, state, files
-        self._secrets, self._queues = secrets, queues
+        self._secrets, self._queues, self._network = secrets, queues, network
         layer_dir = Path(config.layer_dir)
         if not layer_dir.is_absolute():
             layer_dir = REPO / layer_dir
@@ -275,7 +275,7 @@ class Functions(Construct):
         digest = hashlib.sha256()
         for path in sorted(MIGRATIONS.glob("*.sql")):
             digest.update(path.name.encode() + path.read_bytes())
-        CustomResource(
+        run = CustomResource(
             self,
             f"{spec.kebab}-run",
             service_token=provider.service_token,
@@ -283,6 +283,10 @@ class Functions(Construct):
             # Every deploy runs the runner (it is idempotent and applies only what is pending).
             properties={"Migrations": digest.hexdigest(), "Deployment": datetime.now(UTC).isoformat()},
         )
+        # Only once the writer instance answers and the NAT routes exist (Secrets Manager is reached
+        # through them).
+        run.node.add_dependency(self._database.cluster)
+        run.node.add_dependency(self._network.vpc)
 
 
 _RETENTIONS = {
