@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from myi.devtools.exports import write_extended_zip
 from myi.fakespotify import FakeSpotify
 from tests.e2e.conftest import print_log_on_failure, runtime_with
 from tests.fixtures.local_runtime import LocalRuntime
@@ -80,7 +81,9 @@ def browser() -> Iterator[Any]:
             launched.close()
 
 
-def test_a_person_signs_in_and_sees_their_top_tracks(runtime: LocalRuntime, browser: Any) -> None:
+def test_a_person_signs_in_sees_their_top_tracks_and_uploads_a_download(
+    runtime: LocalRuntime, browser: Any, tmp_path: Path
+) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
     page.set_default_timeout(30_000)
     page.goto(f"{runtime.url}/")
@@ -99,6 +102,16 @@ def test_a_person_signs_in_and_sees_their_top_tracks(runtime: LocalRuntime, brow
     assert items.count() == 10
     assert page.locator("#t-plays").inner_text() == "50"
     assert page.get_by_test_id("history").locator("li").count() == 20
+
+    # An upload straight to the bucket (cross-origin, as the SPA does in the cloud), its progress,
+    # and the statistics that follow.
+    export = tmp_path / "my_spotify_data.zip"
+    write_extended_zip(export, 400, seed=4)
+    page.set_input_files("#file", str(export))
+    page.get_by_role("button", name="Upload").click()
+    status = page.get_by_test_id("import-status")
+    status.filter(has_text="Done").wait_for(timeout=90_000)
+    assert int(page.locator("#t-plays").inner_text().replace(",", "")) > 50
     if SCREENSHOT:
         Path(SCREENSHOT).parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=SCREENSHOT, full_page=True)

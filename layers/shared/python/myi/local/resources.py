@@ -56,6 +56,20 @@ def create_resources(settings: Settings, wiring: Wiring = WIRING) -> dict[str, s
         s3.head_bucket(Bucket=settings.import_bucket)
     except s3.exceptions.ClientError:
         s3.create_bucket(Bucket=settings.import_bucket)
+    # The SPA posts uploads straight to the bucket, cross-origin, as in the cloud.
+    s3.put_bucket_cors(
+        Bucket=settings.import_bucket,
+        CORSConfiguration={
+            "CORSRules": [
+                {
+                    "AllowedMethods": ["POST"],
+                    "AllowedOrigins": list(settings.allowed_origins),
+                    "AllowedHeaders": ["*"],
+                    "MaxAgeSeconds": 3000,
+                }
+            ]
+        },
+    )
     configs = []
     for note in wiring.bucket_notifications:
         arn = sqs.get_queue_attributes(QueueUrl=queue_urls[note.queue], AttributeNames=["QueueArn"])[
