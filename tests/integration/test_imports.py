@@ -276,8 +276,11 @@ def test_a_worker_short_of_time_continues_in_a_new_invocation(importer: Importer
     sqs = importer.deps.sqs
     sqs.purge_queue(QueueUrl=queue)
     job = importer.upload(user, records, "Streaming_History_Audio_2020_0.json")
+    started = job["started_at"]
     rounds = 0
-    while job["status"] == "running":
+    seen = set()
+    while job["status"] in ("running", "queued"):
+        seen.add(job["status"])
         messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=1, WaitTimeSeconds=1).get(
             "Messages", []
         )
@@ -289,6 +292,7 @@ def test_a_worker_short_of_time_continues_in_a_new_invocation(importer: Importer
         rounds += 1
         assert rounds < 50
     assert rounds > 1 and job["status"] == "completed"
+    assert "queued" in seen and job["started_at"] == started  # waiting for its next invocation
     assert job["counts"] == reference["counts"] and job["progress"]["records_read"] == 3500
 
 
@@ -346,17 +350,23 @@ def test_a_worker_killed_mid_file_resumes_to_exactly_the_same_result(
 def test_the_sweep_fails_stuck_and_abandoned_jobs(importer: Importer, db_conn: Any) -> None:
     user = make_user(db_conn)
     stuck = importer.create(user)
+    lost = importer.create(user)  # handed to a continuation that never came
     abandoned = importer.create(user)
     db_conn.execute(
         "UPDATE import_jobs SET status = 'running', updated_at = now() - interval '2 hours' WHERE id = %s",
         (stuck["id"],),
     )
     db_conn.execute(
+        "UPDATE import_jobs SET status = 'queued', updated_at = now() - interval '2 hours' WHERE id = %s",
+        (lost["id"],),
+    )
+    db_conn.execute(
         "UPDATE import_jobs SET created_at = now() - interval '1 day' WHERE id = %s", (abandoned["id"],)
     )
     fresh = importer.create(user)
     deps = WorkerDeps(settings=importer.settings, conn=db_conn, s3=importer.deps.s3, sqs=importer.deps.sqs)
-    assert sweep(deps) == {"stuck_failed": 1, "abandoned": 1}
+    assert sweep(deps) == {"stuck_failed": 2, "abandoned": 1}
     assert jobs.get(db_conn, user, stuck["id"])["error"].startswith("The import stopped making progress")
+    assert jobs.get(db_conn, user, lost["id"])["status"] == "failed"
     assert jobs.get(db_conn, user, abandoned["id"])["status"] == "failed"
     assert jobs.get(db_conn, user, fresh["id"])["status"] == "awaiting_upload"

@@ -126,13 +126,14 @@ def _run_locked(deps: WorkerDeps, job_id: uuid.UUID) -> None:
         return
     if job["status"] != "running":
         conn.execute(
-            "UPDATE import_jobs SET status = 'running', started_at = %s, updated_at = %s, bytes_total = %s "
-            "WHERE id = %s AND user_id = %s",
+            "UPDATE import_jobs SET status = 'running', started_at = COALESCE(started_at, %s), "
+            "updated_at = %s, bytes_total = %s WHERE id = %s AND user_id = %s",
             (deps.clock(), deps.clock(), size, job_id, job["user_id"]),
         )
-        logger.info("import started", extra={**log, "bytes": size})
-    else:
+    if job["checkpoint"]:
         logger.info("import resumed", extra={**log, "checkpoint": job["checkpoint"]})
+    else:
+        logger.info("import started", extra={**log, "bytes": size})
     try:
         stream, _ = open_s3(deps.s3, s.import_bucket, job["object_key"], size)
         limits = {"max_uncompressed": s.import_max_uncompressed_bytes, "max_ratio": s.import_max_ratio}
@@ -278,7 +279,12 @@ def _commit(
 
 
 def _continue_later(deps: WorkerDeps, job_id: uuid.UUID) -> None:
+    """Hand the job to a new invocation: ``queued`` until it picks the job up at its checkpoint."""
     url = deps.settings.require("import_queue_url", "IMPORT_QUEUE_URL")
+    deps.conn.execute(
+        "UPDATE import_jobs SET status = 'queued', updated_at = %s WHERE id = %s AND status = 'running'",
+        (deps.clock(), job_id),
+    )
     deps.sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"import_id": str(job_id)}))
     logger.info("import continues in a new invocation", extra={"import_id": str(job_id)})
 
@@ -302,11 +308,11 @@ def _fail(deps: WorkerDeps, job: dict[str, Any], error: str) -> None:
 
 
 def sweep(deps: WorkerDeps) -> dict[str, int]:
-    """Fail jobs stuck ``running`` without progress for ``IMPORT_STUCK_SECONDS``, and jobs whose
-    upload never arrived."""
+    """Fail jobs stuck ``running`` (or ``queued`` for a continuation that never came) without
+    progress for ``IMPORT_STUCK_SECONDS``, and jobs whose upload never arrived."""
     s, now = deps.settings, deps.clock()
     stuck = deps.conn.execute(
-        "SELECT id FROM import_jobs WHERE status = 'running' AND updated_at < %s",
+        "SELECT id FROM import_jobs WHERE status IN ('running', 'queued') AND updated_at < %s",
         (now - timedelta(seconds=s.import_stuck_s),),
     ).fetchall()
     failed = 0
@@ -317,7 +323,7 @@ def sweep(deps: WorkerDeps) -> dict[str, int]:
             continue  # a worker still holds it: slow, not stuck
         try:
             job = jobs.by_id(deps.conn, job_id)
-            if job is not None and job["status"] == "running":
+            if job is not None and job["status"] in ("running", "queued"):
                 _fail(deps, job, "The import stopped making progress; upload the file again.")
                 failed += 1
         finally:
