@@ -157,3 +157,23 @@ def test_sessions_long_expired_or_revoked_are_purged_and_live_ones_stay(
     assert sessions.resolve(db_conn, live, settings, now=NOW) is not None
     assert sessions.resolve(db_conn, old, settings, now=NOW) is None
     assert db_conn.execute("SELECT count(*) FROM sessions").fetchone() == (1,)
+
+
+def test_a_rolling_budget_counts_the_end_of_the_previous_window(
+    aws_resources: dict[str, str], settings: Settings
+) -> None:
+    clock = Clock()
+    clock.t = 3_000_000_025.0  # 25 s into a 30 s window
+    limiter = RateLimiter(settings, clock=clock)
+    key = "rolling-budget-test"
+    assert all(limiter.take(key, limit=10, window_s=30, rolling=True).allowed for _ in range(10))
+    assert not limiter.take(key, limit=10, window_s=30, rolling=True).allowed
+    clock.t += 6  # 1 s into the next window: a fixed window would start afresh
+    refused = limiter.take(key, limit=10, window_s=30, rolling=True)
+    assert not refused.allowed and 1 <= refused.retry_after_s <= 30
+    assert limiter.take("fixed-" + key, limit=10, window_s=30).allowed
+    clock.t += 14  # half of the new window: half of the old one still counts
+    taken = [limiter.take(key, limit=10, window_s=30, rolling=True).allowed for _ in range(6)]
+    assert taken == [True] * 5 + [False]  # 5 carried + 5 new = the budget
+    clock.t += 30  # the old window has slid out entirely
+    assert limiter.take(key, limit=10, window_s=30, rolling=True).allowed

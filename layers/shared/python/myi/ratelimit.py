@@ -1,4 +1,4 @@
-"""Counters in DynamoDB: fixed windows with a TTL, incremented atomically.
+"""Counters in DynamoDB: fixed (or approximately rolling) windows with a TTL, incremented atomically.
 
 One item per key and window, ``pk = "rl#<key>#<window start>"``; an ``ADD`` with a condition takes
 one unit only while the window has room, so concurrent callers (every Lambda of every function) share
@@ -33,13 +33,33 @@ class RateLimiter:
         self._client = client or aws.client("dynamodb", settings)
         self._clock = clock
 
-    def take(self, key: str, *, limit: int, window_s: int, units: int = 1) -> Decision:
-        """Take ``units`` from ``key``'s budget of ``limit`` per ``window_s`` seconds."""
+    def take(self, key: str, *, limit: int, window_s: int, units: int = 1, rolling: bool = False) -> Decision:
+        """Take ``units`` from ``key``'s budget of ``limit`` per ``window_s`` seconds.
+
+        ``rolling`` approximates a window that slides with time rather than restarting: the previous
+        window still counts in proportion to how much of it the sliding window covers, so no span of
+        ``window_s`` seconds ever sees much more than ``limit`` (a fixed window allows up to twice
+        that around its boundary). Suited to large budgets such as Spotify's per-app one."""
         if limit <= 0:
             return Decision(False, 0, window_s)
         now = self._clock()
         start = math.floor(now / window_s) * window_s
         retry_after = max(1, math.ceil(start + window_s - now))
+        carried = 0.0
+        if rolling:
+            previous = self._client.get_item(
+                TableName=self._table, Key={"pk": {"S": f"rl#{key}#{start - window_s}"}}, ConsistentRead=True
+            ).get("Item")
+            before = int(previous["n"]["N"]) if previous else 0
+            overlap = 1 - (now - start) / window_s
+            carried = before * overlap
+            if before and carried + units > limit:
+                # Enough of the previous window has to slide out before ``units`` fit at all.
+                needed = 1 - (limit - units) / before
+                retry_after = max(1, min(retry_after, math.ceil((needed - (1 - overlap)) * window_s)))
+        room = math.floor(limit - carried) - units
+        if room < 0:
+            return Decision(False, limit, retry_after)
         try:
             out = self._client.update_item(
                 TableName=self._table,
@@ -49,8 +69,8 @@ class RateLimiter:
                 ExpressionAttributeNames={"#n": "n"},
                 ExpressionAttributeValues={
                     ":units": {"N": str(units)},
-                    ":room": {"N": str(limit - units)},
-                    ":exp": {"N": str(int(start + window_s + 60))},
+                    ":room": {"N": str(room)},
+                    ":exp": {"N": str(int(start + 2 * window_s + 60))},
                 },
                 ReturnValues="UPDATED_NEW",
             )

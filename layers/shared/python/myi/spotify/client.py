@@ -54,7 +54,8 @@ class Budget:
         paused = self._limiter.blocked_for(self._key)
         if paused > 0:
             raise SpotifyRateLimited("Spotify asked MYI to wait", status=429, retry_after_s=paused)
-        decision = self._limiter.take(self._key, limit=self._limit, window_s=self._window)
+        # Spotify's limit is a rolling window per app: so is the budget all workers share.
+        decision = self._limiter.take(self._key, limit=self._limit, window_s=self._window, rolling=True)
         if not decision.allowed:
             raise SpotifyRateLimited(
                 "MYI's Spotify request budget is spent for now",
