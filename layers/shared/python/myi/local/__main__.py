@@ -101,6 +101,7 @@ def main() -> int:
     s = services.settings
     print(
         f"MYI is running at {s.api_url}\n"
+        f"  dashboard:        {s.api_url}/\n"
         f"  AWS emulator:     {s.aws_endpoint_url}\n"
         f"  Spotify accounts: {s.spotify_accounts_url}\n"
         f"  sign in:          {s.api_url}/auth/login\n"
