@@ -38,6 +38,13 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 USER_TABLES = (
     "users",
+    # a user's events and statistics do not reference users (migration 0006): named here
+    "listening_events",
+    "stat_user",
+    "stat_track",
+    "stat_artist",
+    "stat_album",
+    "stat_hour",
     "tracks",
     "albums",
     "artists",

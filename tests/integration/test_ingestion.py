@@ -192,11 +192,47 @@ def test_bulk_ingestion_applies_statistics_once_and_exactly(
 
     ingest(db_conn, user, [api_play(1, at(0))])
     with bulk_ingest(db_conn, user) as bulk:
-        first = bulk.add([extended_play(1, at(3), ms=90_000), extended_play(2, at(500))])
-        second = bulk.add([extended_play(2, at(500)), account_play(3, at(9000))])
-    assert first == IngestResult(added=1, merged=1)
-    assert second == IngestResult(added=1, duplicates=1)
+        bulk.add([extended_play(1, at(3), ms=90_000), extended_play(2, at(500))])
+        bulk.add([extended_play(2, at(500)), account_play(3, at(9000))])
     assert bulk.result == IngestResult(added=2, merged=1, duplicates=1)
+    assert_exact(db_conn, user)
+
+
+def test_bulk_ingestion_writes_plays_of_new_tracks_once_enough_have_gathered(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    """A batch with tracks no batch has resolved yet waits, with every batch after it, for one
+    catalog pass (or flush()); a batch of resolved tracks with nothing waiting is written at once
+    (in the background: flush() waits for it)."""
+    from myi.ingestion import bulk_ingest
+
+    with bulk_ingest(db_conn, user) as bulk:
+        bulk.add([extended_play(1, at(0)), extended_play(2, at(60))])
+        assert bulk.flush() == IngestResult(added=2)
+        bulk.add([extended_play(1, at(300))])
+        bulk.add([extended_play(1, at(600)), extended_play(3, at(660))])
+        bulk.add([extended_play(2, at(900))])  # behind the waiting one
+        bulk._writer.drain()
+        assert len(events(db_conn, user)) == 3
+        assert bulk.flush() == IngestResult(added=4)
+    assert bulk.result == IngestResult(added=6)
+    assert_exact(db_conn, user)
+
+
+def test_a_failed_background_write_is_raised_and_leaves_nothing_behind(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    import pytest
+
+    from myi.ingestion import bulk_ingest
+
+    before = events(db_conn, user)
+    with pytest.raises(psycopg.errors.CheckViolation), bulk_ingest(db_conn, user) as bulk:
+        bulk.add([extended_play(1, at(0))])
+        bulk.flush()
+        bulk.add([extended_play(1, at(300), ms=-5)])  # breaks a constraint in the writer
+        bulk.add([extended_play(1, at(600))])
+    assert events(db_conn, user) == before
     assert_exact(db_conn, user)
 
 
@@ -212,9 +248,12 @@ def test_bulk_ingestion_matches_across_identities_learnt_in_later_batches(
     first = extended_play(5, at(0))
     relinked = replace(first, track=replace(first.track, spotify_id="trk-relinked"), played_at=at(7200))
     with bulk_ingest(db_conn, user) as bulk:
-        assert bulk.add([first]) == IngestResult(added=1)
-        assert bulk.add([relinked]) == IngestResult(added=1)
-        assert bulk.add([extended_play(5, at(7200)), extended_play(5, at(0))]) == IngestResult(duplicates=2)
+        bulk.add([first])
+        assert bulk.flush() == IngestResult(added=1)
+        bulk.add([relinked])
+        assert bulk.flush() == IngestResult(added=1)
+        bulk.add([extended_play(5, at(7200)), extended_play(5, at(0))])
+        assert bulk.flush() == IngestResult(duplicates=2)
     assert len(events(db_conn, user)) == 2
     assert_exact(db_conn, user)
 

@@ -11,13 +11,29 @@ import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from myi import stats
-from myi.ingestion import ingest
+from myi import ingestion, partitions, stats
+from myi.ingestion import IngestResult, bulk_ingest, ingest
 from myi.plays import Play
 from tests.fixtures.plays import BASE, account_play, api_play, extended_play, make_user
 
 # Offsets chosen so that near-duplicates at the edges of both tolerances occur often.
 OFFSETS = [0, 1, 29, 30, 31, 59, 60, 61, 90, 600, 3600, 86_400]
+
+
+@st.composite
+def batch(draw: st.DrawFn, origin: str) -> list[Play]:
+    plays = []
+    for _ in range(draw(st.integers(1, 8))):
+        track = draw(st.integers(0, 3))
+        when = BASE + timedelta(seconds=draw(st.sampled_from(OFFSETS)) + draw(st.sampled_from([0, 0, 2, -3])))
+        ms = draw(st.sampled_from([31_000, 120_000, 240_000]))
+        if origin == "api":
+            plays.append(api_play(track, when))
+        elif origin == "extended":
+            plays.append(extended_play(track, when, ms=ms))
+        else:
+            plays.append(account_play(track, when, ms=ms))
+    return plays
 
 
 @st.composite
@@ -27,21 +43,25 @@ def batches(draw: st.DrawFn) -> list[list[Play]]:
         if out and draw(st.booleans()) and draw(st.booleans()):
             out.append(list(draw(st.sampled_from(out))))  # a repeated delivery
             continue
-        origin = draw(st.sampled_from(["api", "extended", "account"]))
-        plays = []
-        for _ in range(draw(st.integers(1, 8))):
-            track = draw(st.integers(0, 3))
-            when = BASE + timedelta(
-                seconds=draw(st.sampled_from(OFFSETS)) + draw(st.sampled_from([0, 0, 2, -3]))
+        out.append(draw(batch(draw(st.sampled_from(["api", "extended", "account"])))))
+    return out
+
+
+@st.composite
+def steps(draw: st.DrawFn) -> list[tuple[str, list[list[Play]]]]:
+    """Syncs (one API batch) and import transactions (export batches of one origin each)."""
+    out: list[tuple[str, list[list[Play]]]] = []
+    for _ in range(draw(st.integers(1, 5))):
+        if draw(st.booleans()):
+            out.append(("sync", [draw(batch("api"))]))
+        else:
+            count = draw(st.integers(1, 4))
+            out.append(
+                (
+                    "import",
+                    [draw(batch(draw(st.sampled_from(["extended", "account"])))) for _ in range(count)],
+                )
             )
-            ms = draw(st.sampled_from([31_000, 120_000, 240_000]))
-            if origin == "api":
-                plays.append(api_play(track, when))
-            elif origin == "extended":
-                plays.append(extended_play(track, when, ms=ms))
-            else:
-                plays.append(account_play(track, when, ms=ms))
-        out.append(plays)
     return out
 
 
@@ -102,4 +122,101 @@ def test_concurrent_sync_and_import_of_one_user_never_lose_or_double_a_count(
         (user,),
     ).fetchone()
     assert rows == (rounds * per_round, rounds * per_round * 111_000, False)
+    assert stats.verify(db_conn, user) == []
+
+
+def _events(conn: psycopg.Connection[Any], user: int) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT track_id, played_at, ms_played, is_estimated, origin FROM listening_events "
+        "WHERE user_id = %s ORDER BY played_at, track_id",
+        (user,),
+    ).fetchall()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sequence=steps(), pending=st.sampled_from([1, 2, 1000]))
+def test_bulk_ingestion_stores_what_batch_by_batch_ingestion_stores(
+    db_conn: psycopg.Connection[Any], sequence: list[tuple[str, list[list[Play]]]], pending: int
+) -> None:
+    """An import's transactions (bulk_ingest: plays of new tracks waiting for one catalog pass,
+    batches with nothing stored nearby copied straight in) store exactly the events and counts
+    that ingesting the same batches one by one stores, with exact statistics."""
+    bulk_user = make_user(db_conn, spotify_id=f"bulk-{uuid.uuid4().hex}")
+    ref_user = make_user(db_conn, spotify_id=f"ref-{uuid.uuid4().hex}")
+    partitions.ensure_range(db_conn, BASE - timedelta(days=1), BASE + timedelta(days=2))
+    bulk_total, ref_total = IngestResult(), IngestResult()
+    saved = ingestion.PENDING_TRACKS
+    ingestion.PENDING_TRACKS = pending
+    try:
+        for kind, content in sequence:
+            if kind == "sync":
+                bulk_total = bulk_total + ingest(db_conn, bulk_user, content[0])
+            else:
+                with bulk_ingest(db_conn, bulk_user) as bulk:
+                    for plays in content:
+                        bulk.add(plays)
+                bulk_total = bulk_total + bulk.result
+            for plays in content:
+                ref_total = ref_total + ingest(db_conn, ref_user, plays)
+            assert stats.verify(db_conn, bulk_user) == []
+    finally:
+        ingestion.PENDING_TRACKS = saved
+    desc = [
+        (kind, [[(p.origin, p.track.name, p.played_at.time(), p.ms_played) for p in b] for b in content])
+        for kind, content in sequence
+    ]
+    assert bulk_total == ref_total, (desc, pending)
+    assert _events(db_conn, bulk_user) == _events(db_conn, ref_user), (desc, pending)
+
+
+def test_concurrent_sync_and_bulk_import_of_one_user_stay_exact(
+    db_conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    """The import's path (bulk_ingest) racing syncs of the same user, both redelivering."""
+    user = make_user(db_conn, spotify_id="concurrent-bulk")
+    rounds, per_round = 10, 30
+    errors: list[BaseException] = []
+    partitions.ensure_range(db_conn, BASE, BASE + timedelta(hours=rounds + 1))
+
+    def plays(kind: str, r: int) -> list[Play]:
+        out = []
+        for i in range(per_round):
+            when = BASE + timedelta(hours=r, minutes=i * 2)
+            if kind == "api":
+                out.append(api_play(i % 9, when))
+            else:
+                out.append(extended_play(i % 9, when - timedelta(seconds=4), ms=99_000))
+        return out
+
+    def syncs() -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                for r in range(rounds):
+                    ingest(conn, user, plays("api", r))
+                    ingest(conn, user, plays("api", r))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def imports() -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                for r in range(0, rounds, 2):
+                    with bulk_ingest(conn, user) as bulk:
+                        bulk.add(plays("import", r))
+                        bulk.add(plays("import", r + 1))
+                        bulk.add(plays("import", r))  # a redelivery inside the transaction
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=syncs), threading.Thread(target=imports)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    rows = db_conn.execute(
+        "SELECT count(*), sum(ms_played), bool_or(is_estimated) FROM listening_events WHERE user_id = %s",
+        (user,),
+    ).fetchone()
+    assert rows == (rounds * per_round, rounds * per_round * 99_000, False)
     assert stats.verify(db_conn, user) == []

@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from myi import migrate
+from myi import migrate, users
 from myi.devtools import embedded
 
 
@@ -77,7 +77,7 @@ def test_deleting_a_user_removes_all_their_rows(db_conn: psycopg.Connection[Any]
             "VALUES (%s, %s, %s, now() + interval '1 day')",
             (f"h{user}".encode(), b"m", user),
         )
-    db_conn.execute("DELETE FROM users WHERE id = %s", (uid,))
+    assert users.delete(db_conn, uid)
     tables = [
         r[0]
         for r in db_conn.execute(

@@ -32,12 +32,15 @@ transaction must call ``myi.partitions.ensure_range`` for the span first, outsid
 
 from __future__ import annotations
 
+import queue
+import threading
 import uuid
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import psycopg
@@ -50,6 +53,15 @@ from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
 CATALOG_LOCK = 0x4D594943  # "MYIC": taken shared by every batch, exclusively by catalog changes
 USER_LOCK_CLASS = 0x4D5955  # "MYU": the class of the per-user advisory lock
 MAX_ATTEMPTS = 5
+BULK_WORK_MEM = "64MB"
+# Plays per BulkIngest.add call of an import: bounds the Python objects and COPY data held at once.
+BULK_BATCH_SIZE = 10_000
+# A bulk ingestion queues batches with new tracks until this many new tracks (or plays) gather,
+# then resolves them all in one catalog pass.
+PENDING_TRACKS = 2_000
+# How far apart the candidates of the cross-source merge are looked for (see _MATCH_SQL).
+MERGE_REACH = timedelta(seconds=90)
+QUEUED_PLAYS = 50_000
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,9 @@ class _Staged:
 
 
 # Track key -> (track id, the ids of the track's identity, its (artist key, name key)): tracks a
-# bulk ingestion has resolved.
+# bulk ingestion has resolved. A track's id never changes (tracks are never deleted), so an import
+# keeps this across its transactions; the identity may grow meanwhile, so the statements that use
+# it (dedupe and merge against stored plays) look it up again.
 KnownTracks = dict[tuple[str, ...], tuple[int, list[int], tuple[str, str]]]
 
 
@@ -113,7 +127,8 @@ CREATE TEMP TABLE IF NOT EXISTS tmp_plays (
     target timestamptz
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_delta (
-    track_id bigint NOT NULL, played_at timestamptz NOT NULL, plays integer NOT NULL, ms bigint NOT NULL
+    track_id bigint NOT NULL, played_at timestamptz NOT NULL, plays integer NOT NULL DEFAULT 1,
+    ms bigint NOT NULL
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_album_moves (
     track_id bigint NOT NULL, old_album bigint, new_album bigint
@@ -173,6 +188,24 @@ def _artist_key(a: ArtistRef) -> tuple[str, ...]:
     return ("s", a.spotify_id) if a.spotify_id else ("p", name_key(a.name))
 
 
+def _is_full(t: TrackRef) -> bool:
+    """A full API track object: ids for the track, its album and every artist."""
+    return bool(
+        t.spotify_id
+        and t.album is not None
+        and t.album.spotify_id
+        and t.artists
+        and all(a.spotify_id for a in t.artists)
+    )
+
+
+def _track_key(t: TrackRef) -> tuple[str, ...]:
+    """A track's key in a batch: its Spotify id, or its normalised artist and name."""
+    if t.spotify_id:
+        return ("s", t.spotify_id)
+    return ("p", name_key(t.artists[0].name if t.artists else ""), name_key(t.name))
+
+
 def _stage(plays: Sequence[Play], known: KnownTracks | None = None) -> _Staged:
     """Rows for the temporary tables. Plays of tracks in ``known`` (resolved earlier in the same
     transaction) skip the catalog: they go straight to ``tmp_plays`` with their ids."""
@@ -212,20 +245,14 @@ def _stage(plays: Sequence[Play], known: KnownTracks | None = None) -> _Staged:
 
     for seq, play in enumerate(plays):
         t: TrackRef = play.track
-        first = t.artists[0].name if t.artists else ""
-        akey = name_key(first)
-        full = bool(
-            t.spotify_id
-            and t.artists
-            and all(a.spotify_id for a in t.artists)
-            and t.album is not None
-            and t.album.spotify_id
-        )
-        key: tuple[str, ...] = ("s", t.spotify_id) if t.spotify_id else ("p", akey, name_key(t.name))
-        if known is not None and not full and key in known:
-            track_id, alt_ids, _ = known[key]
-            st.plays.append((seq, -1, play.played_at, play.ms_played, play.origin, track_id, alt_ids))
-            continue
+        full = _is_full(t)
+        key = _track_key(t)
+        if known is not None and not full:
+            hit = known.get(key)
+            if hit is not None:
+                st.plays.append((seq, -1, play.played_at, play.ms_played, play.origin, hit[0], hit[1]))
+                continue
+        akey = key[1] if len(key) == 3 else name_key(t.artists[0].name if t.artists else "")
         row = st.tracks.get(key)
         if row is None or (full and not row[8]):
             tk = row[0] if row is not None else len(st.tracks)
@@ -287,36 +314,244 @@ def ingest(
 class BulkIngest:
     """Many batches of one user's export records in ONE transaction, statistics applied once at
     the end (an import's apply phase). Use :func:`bulk_ingest`; the caller ensures partitions for the
-    span first. Export records only: full API objects belong to :func:`ingest`."""
+    span first. Export records only: full API objects belong to :func:`ingest`.
 
-    def __init__(self, ex: _Exec, user_id: int, import_id: uuid.UUID | None) -> None:
+    Every play gets its track id before its event is written. Tracks that an earlier batch (or an
+    earlier transaction of the same import, through ``known``) resolved skip the catalog. A batch
+    with tracks not resolved yet is queued, and so is every batch after it, until
+    ``PENDING_TRACKS`` new tracks or ``QUEUED_PLAYS`` plays have gathered (or :meth:`flush`): one
+    catalog pass resolves them all, then the queued batches are written in their order, each as
+    if it had been written on its own. A batch's events are written one of two ways:
+
+    - copied straight into ``listening_events`` (and ``tmp_delta``) when nothing stored can repeat
+      or match them: plays of tracks the catalog pass just created, and batches whose span holds
+      no stored play of the user that they could repeat or, from another origin, merge with (a
+      first import, read in time order);
+    - otherwise through the general path of :func:`ingest` (dedupe and merge in SQL).
+
+    So the events and counts are exactly those of :func:`ingest` called batch by batch.
+    """
+
+    def __init__(
+        self, ex: _Exec, user_id: int, import_id: uuid.UUID | None, known: KnownTracks | None = None
+    ) -> None:
         self._ex = ex
         self._user_id = user_id
         self._import_id = import_id
-        self._known: KnownTracks = {}
+        self._known: KnownTracks = {} if known is None else known
+        # The caller's side: batches waiting for a catalog pass, entries (track id, or the track's
+        # key while unresolved; played_at, ms, origin), and the unresolved keys with their tracks.
+        self._queue: list[list[tuple[Any, datetime, int | None, str]]] = []
+        self._queued = 0
+        self._new: dict[tuple[str, ...], TrackRef] = {}
+        # The writer's side.
+        self._fresh: set[int] = set()
+        self._since_flush = IngestResult()
         self.result = IngestResult()
+        self._writer = _Writer()
 
-    def add(self, plays: Sequence[Play]) -> IngestResult:
-        if not plays:
-            return IngestResult()
-        staged = _stage_checked(plays, self._known)
-        if staged.has_full:
-            raise ValueError("bulk ingestion takes export records only")
-        self._ex(f"TRUNCATE {_BATCH_TABLES}")
-        counts = _ingest_batch(self._ex, self._user_id, staged, self._import_id)
-        # Tracks resolved by this batch skip the catalog in the next ones (the shared catalog lock
-        # held by this transaction keeps them as they are until it ends). A track this batch created
-        # joins the identity of known tracks of the same artist and name: those are looked up again.
+    def add(self, plays: Sequence[Play]) -> None:
+        """Take a batch. It is written in the background, in order; :meth:`flush` waits for what
+        was taken and tells what happened to it."""
+        entries: list[tuple[Any, datetime, int | None, str]] = []
+        known, new = self._known, self._new
+        for play in plays:
+            t = play.track
+            if play.played_at.tzinfo is None:
+                raise ValueError("played_at must be timezone-aware")
+            if t.album is not None and t.album.spotify_id and _is_full(t):
+                raise ValueError("bulk ingestion takes export records only")
+            key = _track_key(t)
+            hit = known.get(key)
+            if hit is not None:
+                entries.append((hit[0], play.played_at, play.ms_played, play.origin))
+                continue
+            entries.append((key, play.played_at, play.ms_played, play.origin))
+            held = new.get(key)
+            if held is None or (held.album is None and t.album is not None):
+                new[key] = t
+        if not entries:
+            return
+        if not self._queue and not new:
+            self._writer.submit(self._write_batch, entries)
+            return
+        self._queue.append(entries)
+        self._queued += len(entries)
+        if len(new) >= PENDING_TRACKS or self._queued >= QUEUED_PLAYS:
+            self._submit_queue()
+
+    def flush(self) -> IngestResult:
+        """Write everything taken so far; returns what happened to the plays taken since the last
+        flush. Raises what the background writing raised."""
+        self._submit_queue()
+        self._writer.drain()
+        counts, self._since_flush = self._since_flush, IngestResult()
+        return counts
+
+    def close(self) -> None:
+        """Stop the background writer (after the statement it runs, if any)."""
+        self._writer.close()
+
+    def _submit_queue(self) -> None:
+        if self._new:
+            tracks, self._new = list(self._new.values()), {}
+            self._writer.submit(self._resolve_tracks, tracks)
+        for entries in self._queue:
+            self._writer.submit(self._write_batch, entries)
+        if self._queue:
+            self._writer.submit(self._forget_fresh)
+        self._queue, self._queued = [], 0
+
+    # --- the writer's side (the background thread) ------------------------------------------
+
+    def _resolve_tracks(self, tracks: list[TrackRef]) -> None:
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        self._fresh = self._resolve(_stage([Play(t, epoch, "extended", 0) for t in tracks]))
+
+    def _forget_fresh(self) -> None:
+        self._fresh = set()
+
+    def _write_batch(self, entries: list[tuple[Any, datetime, int | None, str]]) -> None:
+        known = self._known
+        resolved = [
+            (ref if isinstance(ref, int) else known[ref][0], at, ms, origin)
+            for ref, at, ms, origin in entries
+        ]
+        counts = self._write(resolved, self._fresh)
+        if self._fresh:
+            self._fresh.difference_update(e[0] for e in resolved)
+        self.result = self.result + counts
+        self._since_flush = self._since_flush + counts
+
+    def _resolve(self, staged: _Staged) -> set[int]:
+        """Catalog rows for the tracks of ``staged``, which join the known tracks. Returns the
+        tracks this pass created that share their identity with no other track: no stored play
+        can be theirs."""
+        ex = self._ex
+        ex(f"TRUNCATE {_BATCH_TABLES}")
+        _copy_catalog(ex, staged)
+        _upsert_catalog(ex, staged)
+        ex(_IDENTITY_SQL)
+        _record_gaps(ex)
+        # A track this pass created joins the identity of known tracks of the same artist and name:
+        # those are looked up again.
         by_tk = {row[0]: key for key, row in staged.tracks.items()}
-        rows = self._ex("SELECT tk, id, alt_ids, artist_key, name_key, is_new FROM tmp_tracks").fetchall()
+        rows = ex("SELECT tk, id, alt_ids, artist_key, name_key, is_new FROM tmp_tracks").fetchall()
         stale = {(r[3], r[4]) for r in rows if r[5]}
         if stale:
             for key in [k for k, v in self._known.items() if v[2] in stale]:
                 del self._known[key]
-        for tk, track_id, alt_ids, artist_key, track_name_key, _ in rows:
+        fresh: set[int] = set()
+        for tk, track_id, alt_ids, artist_key, track_name_key, is_new in rows:
             self._known[by_tk[tk]] = (int(track_id), list(alt_ids), (artist_key, track_name_key))
-        self.result = self.result + counts
-        return counts
+            if is_new and len(alt_ids) == 1:
+                fresh.add(int(track_id))
+        return fresh
+
+    def _write(self, entries: list[tuple[int, datetime, int | None, str]], fresh: set[int]) -> IngestResult:
+        """Write resolved plays (track id, played_at, ms, origin); ``fresh``: tracks nothing stored
+        can refer to."""
+        new = [e for e in entries if e[0] in fresh] if fresh else []
+        rest = [e for e in entries if e[0] not in fresh] if fresh else entries
+        if not rest or not self._has_neighbours(rest):
+            return self._copy(entries)
+        ex, user_id = self._ex, self._user_id
+        ex(f"TRUNCATE {_BATCH_TABLES}")
+        with ex.copy("COPY tmp_plays (seq, tk, played_at, ms_played, origin, track_id) FROM STDIN") as cp:
+            for seq, (track_id, at, ms, origin) in enumerate(rest):
+                cp.write_row((seq, -1, at, ms, origin, track_id))
+        ex("ANALYZE tmp_plays")
+        ex(_PLAY_IDENTITY_SQL)
+        counts = _write_events(ex, user_id, self._import_id)
+        return counts + self._copy(new) if new else counts
+
+    def _has_neighbours(self, entries: list[tuple[int, datetime, int | None, str]]) -> bool:
+        """Whether a stored play could be repeated or matched by one of ``entries``."""
+        first, last = min(e[1] for e in entries), max(e[1] for e in entries)
+        span = {
+            "user": self._user_id,
+            "first": first,
+            "last": last,
+            # plain timestamps (no arithmetic in SQL), so the planner prunes partitions at once
+            "reach_first": first - MERGE_REACH,
+            "reach_last": last + MERGE_REACH,
+            "origins": sorted({e[3] for e in entries}),
+        }
+        row = self._ex(_NEIGHBOURS_SQL, span).fetchone()
+        return bool(row and row[0])
+
+    def _copy(self, entries: list[tuple[int, datetime, int | None, str]]) -> IngestResult:
+        """Plays no stored event can repeat or match: only their own repeats are duplicates, every
+        other play is copied straight in, and tmp_delta receives the same rows."""
+        rows = entries
+        # Plays strictly in time order cannot repeat one another; others are looked at one by one.
+        if any(a[1] >= b[1] for a, b in pairwise(entries)):
+            seen: set[tuple[int, datetime]] = set()
+            rows = []
+            for e in entries:
+                if (e[0], e[1]) not in seen:
+                    seen.add((e[0], e[1]))
+                    rows.append(e)
+        ex = self._ex
+        with ex.copy(
+            "COPY listening_events (track_id, played_at, ms_played, origin, user_id, import_id) "
+            "FROM STDIN (FORMAT BINARY)"
+        ) as cp:
+            cp.set_types(_EVENT_TYPES)
+            tail = (self._user_id, self._import_id)
+            for row in rows:
+                cp.write_row(row + tail)
+        with ex.copy("COPY tmp_delta (track_id, played_at, ms) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types(("int8", "timestamptz", "int8"))
+            for row in rows:
+                cp.write_row(row[:3])
+        return IngestResult(added=len(rows), duplicates=len(entries) - len(rows))
+
+
+class _Writer:
+    """One background thread that runs jobs in the order they come (the database side of a bulk
+    ingestion, so the caller reads and stages the next batch while PostgreSQL writes this one).
+    The first error stops it; later jobs are dropped and the error is raised to the caller."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="myi-bulk-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[..., None], *args: Any) -> None:
+        self._raise()
+        self._jobs.put((job, args))
+
+    def drain(self) -> None:
+        self._jobs.join()
+        self._raise()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            item = self._jobs.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    job, args = item
+                    job(*args)
+            except BaseException as exc:  # handed to the caller by submit() or drain()
+                self._error = exc
+            finally:
+                self._jobs.task_done()
+
+
+_EVENT_TYPES = ("int8", "timestamptz", "int4", "text", "int8", "uuid")
 
 
 @contextmanager
@@ -326,15 +561,23 @@ def bulk_ingest(
     *,
     import_id: uuid.UUID | None = None,
     counter: StatementCounter | None = None,
+    known: KnownTracks | None = None,
 ) -> Iterator[BulkIngest]:
     """``with bulk_ingest(conn, user) as bulk: bulk.add(batch) ...``: every batch and the statistics
-    of all of them commit together when the block ends (or nothing does)."""
+    of all of them commit together when the block ends (or nothing does). ``known``: the tracks an
+    earlier transaction of the same import resolved (filled as batches resolve more)."""
     with conn.transaction(), conn.cursor() as cur:
         ex = _Exec(cur, counter)
         _lock(ex, user_id, exclusive_catalog=False)
         _prepare(conn, ex, keep_deltas=False)
-        bulk = BulkIngest(ex, user_id, import_id)
-        yield bulk
+        bulk = BulkIngest(ex, user_id, import_id, known)
+        try:
+            yield bulk
+            bulk.flush()
+        finally:
+            bulk.close()
+        # The statistics of many batches at once: sorts and hashes of that size fit in memory.
+        ex(f"SET LOCAL work_mem = '{BULK_WORK_MEM}'")
         _apply_deltas(ex, user_id)
 
 
@@ -374,6 +617,17 @@ def _ingest_batch(ex: _Exec, user_id: int, st: _Staged, import_id: uuid.UUID | N
 
 
 def _copy_staged(ex: _Exec, st: _Staged) -> None:
+    _copy_catalog(ex, st, analyze=False)
+    with ex.copy(
+        "COPY tmp_plays (seq, tk, played_at, ms_played, origin, track_id, alt_ids) FROM STDIN"
+    ) as cp:
+        for play in st.plays:
+            cp.write_row(play)
+    # Temporary tables have no statistics until analysed; the plans below depend on them.
+    ex("ANALYZE tmp_artists, tmp_albums, tmp_album_artists, tmp_tracks, tmp_track_artists, tmp_plays")
+
+
+def _copy_catalog(ex: _Exec, st: _Staged, *, analyze: bool = True) -> None:
     with ex.copy("COPY tmp_artists (rk, spotify_id, name, name_key, image_url) FROM STDIN") as cp:
         for row in st.artists.values():
             cp.write_row(row)
@@ -395,13 +649,8 @@ def _copy_staged(ex: _Exec, st: _Staged) -> None:
     with ex.copy("COPY tmp_track_artists (tk, rk, position) FROM STDIN") as cp:
         for (tk, rk), pos in st.track_artists.items():
             cp.write_row((tk, rk, pos))
-    with ex.copy(
-        "COPY tmp_plays (seq, tk, played_at, ms_played, origin, track_id, alt_ids) FROM STDIN"
-    ) as cp:
-        for play in st.plays:
-            cp.write_row(play)
-    # Temporary tables have no statistics until analysed; the plans below depend on them.
-    ex("ANALYZE tmp_artists, tmp_albums, tmp_album_artists, tmp_tracks, tmp_track_artists, tmp_plays")
+    if analyze:
+        ex("ANALYZE tmp_artists, tmp_albums, tmp_album_artists, tmp_tracks, tmp_track_artists")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,11 +771,12 @@ SELECT t.id, ar.id, 1 FROM tmp_tracks t
         OR (NOT t.full_data AND NOT EXISTS (SELECT 1 FROM track_artists x WHERE x.track_id = t.id)));
 DELETE FROM track_artists x USING tmp_credit_moves m
  WHERE m.sign = -1 AND x.track_id = m.track_id AND x.artist_id = m.artist_id;
+-- (Two keys of a batch can name one track, its Spotify id and its artist and name: one credit.)
 INSERT INTO track_artists (track_id, artist_id, position)
-SELECT t.id, ar.id, ta.position FROM tmp_tracks t
+SELECT DISTINCT ON (t.id, ar.id) t.id, ar.id, ta.position FROM tmp_tracks t
   JOIN tmp_track_artists ta USING (tk) JOIN tmp_artists ar USING (rk)
  WHERE t.is_new OR t.full_data OR NOT EXISTS (SELECT 1 FROM track_artists x WHERE x.track_id = t.id)
- ORDER BY 1, 2
+ ORDER BY t.id, ar.id, t.full_data DESC, t.is_new DESC, ta.position
 ON CONFLICT (track_id, artist_id) DO UPDATE SET position = EXCLUDED.position
  WHERE track_artists.position <> EXCLUDED.position;
 """
@@ -538,13 +788,13 @@ SELECT st.user_id, st.grain, st.bucket, m.album_id, sum(m.sign * st.plays), sum(
   FROM (SELECT track_id, old_album AS album_id, -1 AS sign FROM tmp_album_moves WHERE old_album IS NOT NULL
         UNION ALL
         SELECT track_id, new_album, 1 FROM tmp_album_moves WHERE new_album IS NOT NULL) m
-  JOIN stat_track st ON st.track_id = m.track_id
+  JOIN stat_track st ON st.track_id = m.track_id AND st.grain = 0
  GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 ON CONFLICT (user_id, grain, bucket, album_id) DO UPDATE
    SET plays = stat_album.plays + EXCLUDED.plays, ms_played = stat_album.ms_played + EXCLUDED.ms_played;
 INSERT INTO stat_artist (user_id, grain, bucket, artist_id, plays, ms_played)
 SELECT st.user_id, st.grain, st.bucket, m.artist_id, sum(m.sign * st.plays), sum(m.sign * st.ms_played)
-  FROM tmp_credit_moves m JOIN stat_track st ON st.track_id = m.track_id
+  FROM tmp_credit_moves m JOIN stat_track st ON st.track_id = m.track_id AND st.grain = 0
  GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 ON CONFLICT (user_id, grain, bucket, artist_id) DO UPDATE
    SET plays = stat_artist.plays + EXCLUDED.plays, ms_played = stat_artist.ms_played + EXCLUDED.ms_played;
@@ -592,7 +842,7 @@ def _merge_artists(ex: _Exec) -> None:
         SELECT st.user_id, st.grain, st.bucket, m.r, sum(st.plays), sum(st.ms_played)
           FROM tmp_artist_merges m
           JOIN track_artists ta ON ta.artist_id = m.p
-          JOIN stat_track st ON st.track_id = ta.track_id
+          JOIN stat_track st ON st.track_id = ta.track_id AND st.grain = 0
          WHERE NOT EXISTS (SELECT 1 FROM track_artists x
                             WHERE x.track_id = ta.track_id AND x.artist_id = m.r)
          GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
@@ -634,7 +884,7 @@ def _merge_albums(ex: _Exec) -> None:
         SELECT st.user_id, st.grain, st.bucket, m.r, sum(st.plays), sum(st.ms_played)
           FROM tmp_album_merges m
           JOIN tracks x ON x.album_id = m.p
-          JOIN stat_track st ON st.track_id = x.id
+          JOIN stat_track st ON st.track_id = x.id AND st.grain = 0
          GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
         ON CONFLICT (user_id, grain, bucket, album_id) DO UPDATE
            SET plays = stat_album.plays + EXCLUDED.plays,
@@ -676,13 +926,39 @@ def merge_album(conn: psycopg.Connection[Any], provisional_id: int, real_id: int
 # ---------------------------------------------------------------------------------------------
 # Events: dedupe and merge
 # ---------------------------------------------------------------------------------------------
-_MATCH_SQL = """
--- A track's identity for matching: itself and every track of the same artist and name (an
--- account-data record named a track that was provisional then and is known by id now, or the
--- other way round).
+# A track's identity for matching: itself and every track of the same artist and name (an
+# account-data record named a track that was provisional then and is known by id now, or the
+# other way round).
+_IDENTITY_SQL = """
 UPDATE tmp_tracks t SET alt_ids = ARRAY(
     SELECT t.id UNION
-    SELECT x.id FROM tracks x WHERE x.artist_key = t.artist_key AND x.name_key = t.name_key);
+    SELECT x.id FROM tracks x WHERE x.artist_key = t.artist_key AND x.name_key = t.name_key)
+"""
+
+# The same for plays whose track was resolved before (by an earlier batch).
+_PLAY_IDENTITY_SQL = """
+UPDATE tmp_plays p SET alt_ids = i.ids
+  FROM (SELECT t.id, ARRAY(SELECT t.id UNION
+                           SELECT x.id FROM tracks x WHERE x.artist_key = t.artist_key
+                              AND x.name_key = t.name_key) AS ids
+          FROM tracks t WHERE t.id IN (SELECT track_id FROM tmp_plays)) i
+ WHERE p.track_id = i.id
+"""
+
+# Whether a bulk batch of plays from ``first`` to ``last`` (of ``origins``) could repeat a stored
+# play (one stored inside its span) or match one of another origin (within the merge's reach,
+# MERGE_REACH either side: see the candidates of _MATCH_SQL).
+_NEIGHBOURS_SQL = """
+SELECT EXISTS (
+    SELECT 1 FROM listening_events
+     WHERE user_id = %(user)s
+       AND played_at BETWEEN %(reach_first)s AND %(reach_last)s
+       AND (played_at BETWEEN %(first)s AND %(last)s OR origin <> ALL (%(origins)s::text[])))
+"""
+
+_MATCH_SQL = (
+    _IDENTITY_SQL
+    + """;
 UPDATE tmp_plays p SET track_id = t.id, alt_ids = t.alt_ids,
        ms_played = CASE WHEN p.origin = 'api' THEN COALESCE(x.duration_ms, 0) ELSE p.ms_played END
   FROM tmp_tracks t JOIN tracks x ON x.id = t.id
@@ -736,6 +1012,7 @@ UPDATE tmp_plays p SET target = c.target, target_track = c.track_id,
                      ELSE 'claim' END
   FROM claimed c WHERE c.seq = p.seq;
 """
+)
 
 
 def _write_events(ex: _Exec, user_id: int, import_id: uuid.UUID | None) -> IngestResult:
@@ -778,7 +1055,7 @@ def _write_events(ex: _Exec, user_id: int, import_id: uuid.UUID | None) -> Inges
             SELECT %(user)s, track_id, played_at, ms_played, origin = 'api', origin, %(import_id)s
               FROM tmp_plays WHERE action IS NULL
              ORDER BY track_id, played_at
-            ON CONFLICT (user_id, track_id, played_at) DO NOTHING
+            ON CONFLICT (user_id, played_at, track_id) DO NOTHING
             RETURNING track_id, played_at, ms_played
         )
         , delta AS (
@@ -801,68 +1078,82 @@ def _write_events(ex: _Exec, user_id: int, import_id: uuid.UUID | None) -> Inges
 # ---------------------------------------------------------------------------------------------
 # Statistics
 # ---------------------------------------------------------------------------------------------
-_DELTA_SQL = """
+def _add_rows(name: str, table: str, keys: tuple[str, ...], source: str) -> str:
+    """Two data-modifying CTEs adding ``source`` (columns g, bucket, <keys>, plays, ms, new) to a
+    statistics table: rows of months the user had no statistics for are plain inserts, the rest
+    are added to what is stored."""
+    key = "".join(f", {k}" for k in keys)
+    cols = f"user_id, grain, bucket{key}, plays, ms_played"
+    order = ", ".join(str(i) for i in range(2, 4 + len(keys)))
+    select = f"SELECT %(user)s, g, bucket{key}, plays, ms FROM {source}"
+    return f"""
+{name}_new AS (
+    INSERT INTO {table} ({cols}) {select} WHERE new ORDER BY {order}
+), {name}_old AS (
+    INSERT INTO {table} ({cols}) {select} WHERE NOT new ORDER BY {order}
+    ON CONFLICT (user_id, grain, bucket{key}) DO UPDATE
+       SET plays = {table}.plays + EXCLUDED.plays, ms_played = {table}.ms_played + EXCLUDED.ms_played
+)"""
+
+
+# A track's months of tmp_delta, flagged new where the user had no statistics for the month.
+_TRACK_MONTHS = """(SELECT 1 AS g, bucket, track_id, plays, ms, bucket IN (SELECT bucket FROM fresh) AS new
+                     FROM m) tm"""
+
+# The statistics of the plays in tmp_delta, in the user's zone. A month without a row in stat_user
+# (grain 1) has no statistics in any table (every statement that writes statistics writes that
+# row too), so its rows are inserted without looking for a conflict: a first import's months are.
+_DELTA_SQL = f"""
 WITH d AS MATERIALIZED (
     SELECT d.track_id, d.plays, d.ms, (d.played_at AT TIME ZONE u.timezone) AS local
       FROM tmp_delta d CROSS JOIN (SELECT timezone FROM users WHERE id = %(user)s) u
 ), m AS MATERIALIZED (
     SELECT track_id, date_trunc('month', local)::date AS bucket, sum(plays) AS plays, sum(ms) AS ms
       FROM d GROUP BY 1, 2
-), tg AS MATERIALIZED (
-    SELECT 1 AS g, bucket, track_id, plays, ms FROM m
-    UNION ALL
-    SELECT 0, DATE '1970-01-01', track_id, sum(plays), sum(ms) FROM m GROUP BY track_id
-), t AS (
-    INSERT INTO stat_track (user_id, grain, bucket, track_id, plays, ms_played)
-    SELECT %(user)s, g, bucket, track_id, plays, ms FROM tg ORDER BY 2, 3, 4
-    ON CONFLICT (user_id, grain, bucket, track_id) DO UPDATE
-       SET plays = stat_track.plays + EXCLUDED.plays, ms_played = stat_track.ms_played + EXCLUDED.ms_played
-    RETURNING 1
-), a AS (
-    INSERT INTO stat_artist (user_id, grain, bucket, artist_id, plays, ms_played)
-    SELECT %(user)s, g, bucket, ta.artist_id, sum(plays), sum(ms)
-      FROM tg JOIN track_artists ta ON ta.track_id = tg.track_id
-     GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
-    ON CONFLICT (user_id, grain, bucket, artist_id) DO UPDATE
-       SET plays = stat_artist.plays + EXCLUDED.plays, ms_played = stat_artist.ms_played + EXCLUDED.ms_played
-    RETURNING 1
-), al AS (
-    INSERT INTO stat_album (user_id, grain, bucket, album_id, plays, ms_played)
-    SELECT %(user)s, g, bucket, x.album_id, sum(plays), sum(ms)
-      FROM tg JOIN tracks x ON x.id = tg.track_id
+), fresh AS MATERIALIZED (
+    SELECT DISTINCT bucket FROM m
+    EXCEPT SELECT bucket FROM stat_user WHERE user_id = %(user)s AND grain = 1
+), t0 AS MATERIALIZED (
+    SELECT 0 AS g, DATE '1970-01-01' AS bucket, track_id, sum(plays) AS plays, sum(ms) AS ms, false AS new
+      FROM m GROUP BY track_id
+), ar AS MATERIALIZED (
+    SELECT 0 AS g, DATE '1970-01-01' AS bucket, ta.artist_id, sum(plays) AS plays, sum(ms) AS ms,
+           false AS new
+      FROM t0 JOIN track_artists ta ON ta.track_id = t0.track_id
+     GROUP BY 3
+), al AS MATERIALIZED (
+    SELECT 0 AS g, DATE '1970-01-01' AS bucket, x.album_id, sum(plays) AS plays, sum(ms) AS ms,
+           false AS new
+      FROM t0 JOIN tracks x ON x.id = t0.track_id
      WHERE x.album_id IS NOT NULL
-     GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
-    ON CONFLICT (user_id, grain, bucket, album_id) DO UPDATE
-       SET plays = stat_album.plays + EXCLUDED.plays, ms_played = stat_album.ms_played + EXCLUDED.ms_played
-    RETURNING 1
-), days AS MATERIALIZED (
-    SELECT local::date AS day, sum(plays) AS plays, sum(ms) AS ms FROM d GROUP BY 1
-), u AS (
-    INSERT INTO stat_user (user_id, grain, bucket, plays, ms_played)
-    SELECT %(user)s, g, bucket, sum(plays), sum(ms) FROM (
-        SELECT 2 AS g, day AS bucket, plays, ms FROM days
-        UNION ALL SELECT 1, date_trunc('month', day)::date, plays, ms FROM days
-        UNION ALL SELECT 0, DATE '1970-01-01', plays, ms FROM days) x
-     GROUP BY 2, 3 ORDER BY 2, 3
-    ON CONFLICT (user_id, grain, bucket) DO UPDATE
-       SET plays = stat_user.plays + EXCLUDED.plays, ms_played = stat_user.ms_played + EXCLUDED.ms_played
-    RETURNING 1
+     GROUP BY 3
+), dh AS MATERIALIZED (
+    SELECT local::date AS day, date_part('hour', local)::smallint AS hour, sum(plays) AS plays,
+           sum(ms) AS ms
+      FROM d GROUP BY 1, 2
+), us AS MATERIALIZED (
+    SELECT x.g, x.bucket, sum(x.plays) AS plays, sum(x.ms) AS ms,
+           x.g > 0 AND bool_and(f.bucket IS NOT NULL) AS new
+      FROM (SELECT 2 AS g, day AS bucket, plays, ms, date_trunc('month', day)::date AS month FROM dh
+            UNION ALL SELECT 1, date_trunc('month', day)::date, plays, ms, date_trunc('month', day)::date
+              FROM dh
+            UNION ALL SELECT 0, DATE '1970-01-01', plays, ms, NULL FROM dh) x
+      LEFT JOIN fresh f ON f.bucket = x.month
+     GROUP BY 1, 2
 ), hm AS MATERIALIZED (
-    SELECT date_trunc('month', local)::date AS bucket, extract(isodow FROM local)::smallint AS weekday,
-           extract(hour FROM local)::smallint AS hour, sum(plays) AS plays, sum(ms) AS ms
-      FROM d GROUP BY 1, 2, 3
-), h AS (
-    INSERT INTO stat_hour (user_id, grain, bucket, weekday, hour, plays, ms_played)
-    SELECT %(user)s, g, bucket, weekday, hour, sum(plays), sum(ms) FROM (
-        SELECT 1 AS g, bucket, weekday, hour, plays, ms FROM hm
-        UNION ALL SELECT 0, DATE '1970-01-01', weekday, hour, plays, ms FROM hm) x
-     GROUP BY 2, 3, 4, 5 ORDER BY 2, 3, 4, 5
-    ON CONFLICT (user_id, grain, bucket, weekday, hour) DO UPDATE
-       SET plays = stat_hour.plays + EXCLUDED.plays, ms_played = stat_hour.ms_played + EXCLUDED.ms_played
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM a), (SELECT count(*) FROM al),
-       (SELECT count(*) FROM u), (SELECT count(*) FROM h)
+    SELECT date_trunc('month', day)::date AS bucket, extract(isodow FROM day)::smallint AS weekday, hour,
+           sum(plays) AS plays, sum(ms) AS ms
+      FROM dh GROUP BY 1, 2, 3
+), hr AS MATERIALIZED (
+    SELECT 1 AS g, hm.bucket, weekday, hour, plays, ms, f.bucket IS NOT NULL AS new
+      FROM hm LEFT JOIN fresh f ON f.bucket = hm.bucket
+    UNION ALL
+    SELECT 0, DATE '1970-01-01', weekday, hour, sum(plays), sum(ms), false FROM hm GROUP BY 3, 4
+),{_add_rows("t", "stat_track", ("track_id",), _TRACK_MONTHS)},
+{_add_rows("t0", "stat_track", ("track_id",), "t0")},{_add_rows("a", "stat_artist", ("artist_id",), "ar")},
+{_add_rows("b", "stat_album", ("album_id",), "al")},{_add_rows("u", "stat_user", (), "us")},
+{_add_rows("h", "stat_hour", ("weekday", "hour"), "hr")}
+SELECT 1
 """
 
 

@@ -31,8 +31,11 @@ By = Literal["plays", "ms_played"]
 
 @dataclass(frozen=True)
 class _Top:
-    table: str
+    table: str  # the all-time rows (grain 0)
     key: str
+    # rows (id, plays, ms_played) of the whole months: monthly statistics are kept per track, so an
+    # artist's or album's month is the sum of its tracks' months
+    months: str
     edge: str  # rows (id, plays, ms_played) of the edge events; {edge} is the events' predicate
 
 
@@ -40,17 +43,23 @@ _TOPS: dict[str, _Top] = {
     "tracks": _Top(
         "stat_track",
         "track_id",
+        "SELECT st.track_id, st.plays, st.ms_played FROM stat_track st WHERE {months}",
         "SELECT e.track_id, 1, e.ms_played FROM listening_events e WHERE {edge}",
     ),
     "artists": _Top(
         "stat_artist",
         "artist_id",
+        """SELECT ta.artist_id, st.plays, st.ms_played
+             FROM stat_track st JOIN track_artists ta ON ta.track_id = st.track_id WHERE {months}""",
         """SELECT ta.artist_id, 1, e.ms_played
              FROM listening_events e JOIN track_artists ta ON ta.track_id = e.track_id WHERE {edge}""",
     ),
     "albums": _Top(
         "stat_album",
         "album_id",
+        """SELECT t.album_id, st.plays, st.ms_played
+             FROM stat_track st JOIN tracks t ON t.id = st.track_id
+            WHERE t.album_id IS NOT NULL AND {months}""",
         """SELECT t.album_id, 1, e.ms_played
              FROM listening_events e JOIN tracks t ON t.id = e.track_id
             WHERE t.album_id IS NOT NULL AND {edge}""",
@@ -62,6 +71,9 @@ _EDGE = """e.user_id = %(user)s
        AND ((e.played_at >= %(start)s AND e.played_at < %(m_inner_start)s)
          OR (e.played_at >= %(m_inner_end)s AND e.played_at < %(end)s))"""
 _MONTHS = "user_id = %(user)s AND grain = 1 AND bucket >= %(m_first)s AND bucket < %(m_stop)s"
+_TRACK_MONTHS = (
+    "st.user_id = %(user)s AND st.grain = 1 AND st.bucket >= %(m_first)s AND st.bucket < %(m_stop)s"
+)
 
 _ARTISTS_OF_TRACK = """(SELECT coalesce(json_agg(json_build_object('id', a.id::text, 'name', a.name)
                                 ORDER BY ta.position, a.id), '[]'::json)
@@ -161,13 +173,10 @@ def overview(conn: psycopg.Connection[Any], user_id: int, window: Window, *, now
                    UNION SELECT track_id FROM ev)
             SELECT {_DAYS_JSON},
                    (SELECT count(*) FROM tr) AS tracks,
-                   (SELECT count(*) FROM (SELECT artist_id FROM stat_artist WHERE {_MONTHS} AND plays > 0
-                                          UNION SELECT ta.artist_id FROM tr
-                                                  JOIN track_artists ta ON ta.track_id = tr.track_id) a)
-                       AS artists,
-                   (SELECT count(*) FROM (SELECT album_id FROM stat_album WHERE {_MONTHS} AND plays > 0
-                                          UNION SELECT t.album_id FROM tr JOIN tracks t ON t.id = tr.track_id
-                                                 WHERE t.album_id IS NOT NULL) b) AS albums
+                   (SELECT count(DISTINCT ta.artist_id) FROM tr
+                      JOIN track_artists ta ON ta.track_id = tr.track_id) AS artists,
+                   (SELECT count(DISTINCT t.album_id) FROM tr JOIN tracks t ON t.id = tr.track_id)
+                       AS albums
             """,
             _window_params(window, user_id),
         )
@@ -284,7 +293,7 @@ def top(
         ranked = f"""
             SELECT id, plays, ms_played FROM (
                 SELECT id, sum(plays)::bigint AS plays, sum(ms_played)::bigint AS ms_played FROM (
-                    SELECT {spec.key} AS id, plays, ms_played FROM {spec.table} WHERE {_MONTHS}
+                    {spec.months.format(months=_TRACK_MONTHS)}
                     UNION ALL {spec.edge.format(edge=_EDGE)}
                 ) x (id, plays, ms_played) GROUP BY id
             ) agg

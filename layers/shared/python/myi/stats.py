@@ -1,6 +1,6 @@
 """Statistics of a user: rebuild from the events, verify against a recomputation, change time zone.
 
-The statistics tables (see migration 0001) are maintained incrementally by :mod:`myi.ingestion`.
+The statistics tables (see migrations 0001 and 0006) are maintained incrementally by :mod:`myi.ingestion`.
 This module recomputes them from ``listening_events`` with plain set-based SQL: the definition every
 incremental change must agree with. Rows whose plays and time are both zero count as absent.
 
@@ -52,19 +52,20 @@ TABLES: tuple[StatTable, ...] = (
         f"""SELECT grain.g, {_BUCKET}, ev.track_id, count(*), sum(ev.ms_played)
               FROM ({_EVENTS}) ev {_GRAINS} GROUP BY 1, 2, 3""",
     ),
+    # Artists and albums: all time only (a month is the sum of its tracks' months).
     StatTable(
         "stat_artist",
         ("grain", "bucket", "artist_id"),
-        f"""SELECT grain.g, {_BUCKET}, ta.artist_id, count(*), sum(ev.ms_played)
-              FROM ({_EVENTS}) ev JOIN track_artists ta ON ta.track_id = ev.track_id {_GRAINS}
-             GROUP BY 1, 2, 3""",
+        f"""SELECT 0, DATE '1970-01-01', ta.artist_id, count(*), sum(ev.ms_played)
+              FROM ({_EVENTS}) ev JOIN track_artists ta ON ta.track_id = ev.track_id
+             GROUP BY 3""",
     ),
     StatTable(
         "stat_album",
         ("grain", "bucket", "album_id"),
-        f"""SELECT grain.g, {_BUCKET}, x.album_id, count(*), sum(ev.ms_played)
-              FROM ({_EVENTS}) ev JOIN tracks x ON x.id = ev.track_id AND x.album_id IS NOT NULL {_GRAINS}
-             GROUP BY 1, 2, 3""",
+        f"""SELECT 0, DATE '1970-01-01', x.album_id, count(*), sum(ev.ms_played)
+              FROM ({_EVENTS}) ev JOIN tracks x ON x.id = ev.track_id AND x.album_id IS NOT NULL
+             GROUP BY 3""",
     ),
     StatTable(
         "stat_hour",

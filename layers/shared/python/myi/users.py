@@ -9,6 +9,7 @@ import psycopg
 
 from myi.auth.tokens import connection_status
 from myi.db import fetch_one
+from myi.ingestion import USER_LOCK_CLASS
 from myi.spotify.webapi import SpotifyProfile
 from myi.windows import next_month
 
@@ -110,8 +111,18 @@ def first_and_last_played(
     return (row[0], row[1]) if row else (None, None)
 
 
+# Tables of a user's own rows that do not reference users (id): bulk writes skip the per-row check
+# of a foreign key (migration 0006), so deleting a user removes these explicitly.
+_UNREFERENCED = ("listening_events", "stat_user", "stat_track", "stat_artist", "stat_album", "stat_hour")
+
+
 def delete(conn: psycopg.Connection[Any], user_id: int) -> bool:
-    """Remove the user and, by cascade, their sessions, grant, events, statistics and import jobs.
-    Shared catalog rows stay."""
-    cur = conn.execute("DELETE FROM users WHERE id = %s", (user_id,))
+    """Remove the user, their events and statistics and, by cascade, their sessions, grant, import
+    jobs and top lists, in one transaction. It holds the user's ingestion lock, so a batch in
+    flight either lands before (and is deleted) or finds the user gone. Shared catalog rows stay."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (USER_LOCK_CLASS, user_id))
+        for table in _UNREFERENCED:
+            conn.execute(f"DELETE FROM {table} WHERE user_id = %s", (user_id,))
+        cur = conn.execute("DELETE FROM users WHERE id = %s", (user_id,))
     return cur.rowcount > 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +32,7 @@ from myi import enrichment, stats
 from myi.imports import jobs
 from myi.imports.formats import is_export_record, normalise
 from myi.imports.reader import BadUpload, Member, Upload, array_records, is_export, open_s3
-from myi.ingestion import IngestResult, bulk_ingest
+from myi.ingestion import BULK_BATCH_SIZE, IngestResult, KnownTracks, bulk_ingest
 from myi.observability import logger
 from myi.plays import Play
 from myi.settings import Settings
@@ -187,10 +187,25 @@ def _validate(upload: Upload) -> list[int]:
     return [m.index for m in exports]
 
 
-def _ingest(deps: WorkerDeps, job: dict[str, Any], upload: Upload, checkpoint: dict[str, Any]) -> bool:
-    """Ingest from the checkpoint on; True when the upload is done, False when time ran short."""
-    s = deps.settings
+def _records(
+    upload: Upload, members: list[int], checkpoint: dict[str, Any]
+) -> Iterator[tuple[int, int, Any]]:
+    """(member position, record number in its member, record) of every record after the
+    checkpoint, member after member."""
     by_index = {m.index: m for m in upload.candidates()}
+    first = int(checkpoint["member"])
+    for position in range(first, len(members)):
+        member: Member = by_index[members[position]]
+        resume_at = int(checkpoint["record"]) if position == first else 0
+        for read, record in enumerate(array_records(upload.open(member), member.name), start=1):
+            if read > resume_at:
+                yield position, read, record
+
+
+def _ingest(deps: WorkerDeps, job: dict[str, Any], upload: Upload, checkpoint: dict[str, Any]) -> bool:
+    """Ingest from the checkpoint on, a transaction per ``IMPORT_BATCH_SIZE`` records; True when
+    the upload is done, False when time ran short."""
+    s = deps.settings
     members: list[int] = list(checkpoint["members"])
     totals = _Totals(
         records=int(job["records_read"]),
@@ -199,83 +214,76 @@ def _ingest(deps: WorkerDeps, job: dict[str, Any], upload: Upload, checkpoint: d
         duplicates=int(job["duplicates"]),
         skipped=Counter({k: int(v) for k, v in (job["skipped"] or {}).items()}),
     )
-    for position in range(int(checkpoint["member"]), len(members)):
-        member: Member = by_index[members[position]]
-        resume_at = int(checkpoint["record"]) if position == int(checkpoint["member"]) else 0
-        plays: list[Play] = []
-        skips: Counter[str] = Counter()
-        read = 0
-        pending = 0
-        for record in array_records(upload.open(member), member.name):
-            read += 1
-            if read <= resume_at:
-                continue
-            pending += 1
-            result = normalise(record)
-            if isinstance(result, Play):
-                plays.append(result)
+    records = _records(upload, members, checkpoint)
+    chunk = min(BULK_BATCH_SIZE, s.import_batch_size)
+    known: KnownTracks = {}  # tracks resolved by earlier batches of this run
+    while True:
+        with bulk_ingest(deps.conn, job["user_id"], import_id=job["id"], known=known) as bulk:
+            plays: list[Play] = []
+            skips: Counter[str] = Counter()
+            count = 0
+            done = True
+            for position, read, record in records:
+                count += 1
+                result = normalise(record)
+                if isinstance(result, Play):
+                    plays.append(result)
+                    if len(plays) >= chunk:
+                        bulk.add(plays)
+                        plays = []
+                else:
+                    skips[result] += 1
+                if count >= s.import_batch_size:
+                    checkpoint = {**checkpoint, "member": position, "record": read}
+                    done = False
+                    break
             else:
-                skips[result] += 1
-            if pending >= s.import_batch_size:
-                _commit(
-                    deps,
-                    job,
-                    upload,
-                    totals,
-                    plays,
-                    skips,
-                    pending,
-                    {**checkpoint, "member": position, "record": read},
-                )
-                plays, skips, pending = [], Counter(), 0
-                if deps.remaining_ms() < TIME_MARGIN_MS:
-                    return False
-        next_member = {**checkpoint, "member": position + 1, "record": 0}
-        _commit(deps, job, upload, totals, plays, skips, pending, next_member)
-        if position + 1 < len(members) and deps.remaining_ms() < TIME_MARGIN_MS:
+                checkpoint = {**checkpoint, "member": len(members), "record": 0}
+            bulk.add(plays)
+            bulk.flush()
+            _record_batch(deps, job, upload, totals, bulk.result, skips, count, checkpoint)
+        if done:
+            return True
+        if deps.remaining_ms() < TIME_MARGIN_MS:
             return False
-    return True
 
 
-def _commit(
+def _record_batch(
     deps: WorkerDeps,
     job: dict[str, Any],
     upload: Upload,
     totals: _Totals,
-    plays: list[Play],
+    result: IngestResult,
     skips: Counter[str],
     records: int,
     checkpoint: dict[str, Any],
 ) -> None:
-    """One batch: its plays, the job's counts, progress and checkpoint, in one transaction."""
-    conn = deps.conn
-    with bulk_ingest(conn, job["user_id"], import_id=job["id"]) as bulk:
-        result = bulk.add(plays) if plays else IngestResult()
-        totals.records += records
-        totals.added += result.added
-        totals.merged += result.merged
-        totals.duplicates += result.duplicates
-        totals.skipped.update(skips)
-        conn.execute(
-            """
-            UPDATE import_jobs SET records_read = %(records)s, added = %(added)s, merged = %(merged)s,
-                   duplicates = %(duplicates)s, skipped = %(skipped)s, bytes_read = %(bytes)s,
-                   checkpoint = %(checkpoint)s, updated_at = %(now)s
-             WHERE id = %(id)s AND user_id = %(user)s AND status = 'running'
-            """,
-            {
-                "records": totals.records,
-                "added": totals.added,
-                "merged": totals.merged,
-                "duplicates": totals.duplicates,
-                "skipped": jobs.skipped_json(dict(totals.skipped)),
-                "bytes": upload.position,
-                "checkpoint": json.dumps(checkpoint),
-                "now": deps.clock(),
-                "id": job["id"],
-                "user": job["user_id"],
-            },
-        )
+    """The job's counts, progress and checkpoint, in the transaction of the batch they count."""
+    totals.records += records
+    totals.added += result.added
+    totals.merged += result.merged
+    totals.duplicates += result.duplicates
+    totals.skipped.update(skips)
+    deps.conn.execute(
+        """
+        UPDATE import_jobs SET records_read = %(records)s, added = %(added)s, merged = %(merged)s,
+               duplicates = %(duplicates)s, skipped = %(skipped)s, bytes_read = %(bytes)s,
+               checkpoint = %(checkpoint)s, updated_at = %(now)s
+         WHERE id = %(id)s AND user_id = %(user)s AND status = 'running'
+        """,
+        {
+            "records": totals.records,
+            "added": totals.added,
+            "merged": totals.merged,
+            "duplicates": totals.duplicates,
+            "skipped": jobs.skipped_json(dict(totals.skipped)),
+            "bytes": upload.position,
+            "checkpoint": json.dumps(checkpoint),
+            "now": deps.clock(),
+            "id": job["id"],
+            "user": job["user_id"],
+        },
+    )
 
 
 def _continue_later(deps: WorkerDeps, job_id: uuid.UUID) -> None:
