@@ -126,9 +126,13 @@ def test_concurrent_sync_and_import_of_one_user_never_lose_or_double_a_count(
 
 
 def _events(conn: psycopg.Connection[Any], user: int) -> list[tuple[Any, ...]]:
+    """A user's plays, each with its track's identity (artist and name): which of two tracks of one
+    identity a name-only record is credited to depends on what the catalog held when it was
+    resolved, and an import resolves many batches' tracks at once."""
     return conn.execute(
-        "SELECT track_id, played_at, ms_played, is_estimated, origin FROM listening_events "
-        "WHERE user_id = %s ORDER BY played_at, track_id",
+        "SELECT t.artist_key, t.name_key, e.played_at, e.ms_played, e.is_estimated, e.origin "
+        "FROM listening_events e JOIN tracks t ON t.id = e.track_id "
+        "WHERE e.user_id = %s ORDER BY 3, 1, 2, 6",
         (user,),
     ).fetchall()
 

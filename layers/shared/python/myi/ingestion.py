@@ -58,10 +58,10 @@ BULK_WORK_MEM = "64MB"
 BULK_BATCH_SIZE = 10_000
 # A bulk ingestion queues batches with new tracks until this many new tracks (or plays) gather,
 # then resolves them all in one catalog pass.
-PENDING_TRACKS = 2_000
+PENDING_TRACKS = 5_000
 # How far apart the candidates of the cross-source merge are looked for (see _MATCH_SQL).
 MERGE_REACH = timedelta(seconds=90)
-QUEUED_PLAYS = 50_000
+QUEUED_PLAYS = 100_000
 
 
 @dataclass(frozen=True)
@@ -344,6 +344,8 @@ class BulkIngest:
         self._queue: list[list[tuple[Any, datetime, int | None, str]]] = []
         self._queued = 0
         self._new: dict[tuple[str, ...], TrackRef] = {}
+        # Spotify ids handed to the writer to resolve: known by the time it writes what follows.
+        self._resolving: set[tuple[str, ...]] = set()
         # The writer's side.
         self._fresh: set[int] = set()
         self._since_flush = IngestResult()
@@ -367,6 +369,8 @@ class BulkIngest:
                 entries.append((hit[0], play.played_at, play.ms_played, play.origin))
                 continue
             entries.append((key, play.played_at, play.ms_played, play.origin))
+            if key in self._resolving:
+                continue
             held = new.get(key)
             if held is None or (held.album is None and t.album is not None):
                 new[key] = t
@@ -394,6 +398,7 @@ class BulkIngest:
 
     def _submit_queue(self) -> None:
         if self._new:
+            self._resolving.update(k for k in self._new if k[0] == "s")
             tracks, self._new = list(self._new.values()), {}
             self._writer.submit(self._resolve_tracks, tracks)
         for entries in self._queue:
@@ -433,13 +438,14 @@ class BulkIngest:
         _upsert_catalog(ex, staged)
         ex(_IDENTITY_SQL)
         _record_gaps(ex)
-        # A track this pass created joins the identity of known tracks of the same artist and name:
-        # those are looked up again.
+        # A track this pass created may be the real track that name-only records of the same artist
+        # and name should now resolve to: those keys are looked up again. (A Spotify id's track
+        # never changes.)
         by_tk = {row[0]: key for key, row in staged.tracks.items()}
         rows = ex("SELECT tk, id, alt_ids, artist_key, name_key, is_new FROM tmp_tracks").fetchall()
         stale = {(r[3], r[4]) for r in rows if r[5]}
         if stale:
-            for key in [k for k, v in self._known.items() if v[2] in stale]:
+            for key in [k for k, v in self._known.items() if k[0] == "p" and v[2] in stale]:
                 del self._known[key]
         fresh: set[int] = set()
         for tk, track_id, alt_ids, artist_key, track_name_key, is_new in rows:
