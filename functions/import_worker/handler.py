@@ -18,6 +18,7 @@ def _deps(context: LambdaContext) -> WorkerDeps:
     return WorkerDeps(
         settings=settings,
         conn=db.get_connection(settings),
+        progress_conn=db.get_connection(settings, purpose="progress"),
         s3=aws.client("s3", settings),
         sqs=aws.client("sqs", settings),
         remaining_ms=context.get_remaining_time_in_millis,

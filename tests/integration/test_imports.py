@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from myi import stats
+from myi import db, stats
 from myi.devtools.exports import (
     account_records,
     catalog,
@@ -216,6 +216,48 @@ def test_a_bad_file_fails_with_a_clear_error_and_leaves_nothing(
     assert db_conn.execute("SELECT count(*) FROM stat_user WHERE user_id = %s", (user,)).fetchone() == (0,)
 
 
+LONG = as_json(list(extended_records(2500, tracks=catalog(100), seed=13)))
+
+
+@pytest.mark.parametrize(
+    ("filename", "data", "message"),
+    [
+        ("Streaming_History_Audio_2020_0.json", LONG[:-40], "cut short"),
+        (
+            "my_spotify_data.zip",
+            zip_of(
+                {
+                    "a/Streaming_History_Audio_2019_0.json": LONG,
+                    "a/Streaming_History_Audio_2020_1.json": b"[{",
+                }
+            ),
+            "cut short",
+        ),
+        (
+            "my_spotify_data.zip",
+            zip_of(
+                {
+                    "a/Streaming_History_Audio_2019_0.json": LONG,
+                    "a/Streaming_History_Audio_2020_1.json": b"[" + b" " * (40 * 1024 * 1024) + b"]",
+                }
+            ),
+            "zip bomb",
+        ),
+    ],
+)
+def test_a_file_found_bad_after_a_batch_of_records_commits_nothing(
+    importer: Importer, db_conn: Any, filename: str, data: bytes, message: str
+) -> None:
+    """The first batch (1,000 records here) ends long before the fault: it does not commit until
+    the rest of the file has been read through."""
+    user = make_user(db_conn)
+    importer.deps.settings = importer.settings.replace(import_max_ratio=50)
+    job = importer.upload(user, data, filename)
+    assert job["status"] == "failed" and message in job["error"], job["error"]
+    assert job["counts"]["added"] == 0 and events(db_conn, user) == 0
+    assert db_conn.execute("SELECT count(*) FROM stat_user WHERE user_id = %s", (user,)).fetchone() == (0,)
+
+
 def test_records_of_the_wrong_types_count_as_invalid_in_a_sound_file(
     importer: Importer, db_conn: Any
 ) -> None:
@@ -294,6 +336,36 @@ def test_a_worker_short_of_time_continues_in_a_new_invocation(importer: Importer
     assert rounds > 1 and job["status"] == "completed"
     assert "queued" in seen and job["started_at"] == started  # waiting for its next invocation
     assert job["counts"] == reference["counts"] and job["progress"]["records_read"] == 3500
+
+
+def test_progress_moves_while_a_batch_is_being_written(
+    importer: Importer, db_conn: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transaction of 5,000 records in ingestion calls of 1,000: the job's progress (written
+    from a connection of its own) moves with every call, before anything commits."""
+    from myi.imports import worker
+
+    monkeypatch.setattr(worker, "BULK_BATCH_SIZE", 1000)
+    user = make_user(db_conn)
+    records = as_json(list(extended_records(5000, tracks=catalog(200), seed=12)))
+    seen: list[tuple[int, int]] = []
+    with psycopg.connect(database_url, autocommit=True) as observer, db.connect(importer.settings) as live:
+
+        def remaining() -> int:
+            job = observer.execute(
+                "SELECT id FROM import_jobs WHERE user_id = %s AND status = 'running'", (user,)
+            ).fetchone()
+            doc = jobs.get(observer, user, str(job[0]))
+            seen.append((doc["progress"]["records_read"], doc["counts"]["added"]))
+            return 900_000
+
+        importer.deps.settings = importer.settings.replace(import_batch_size=5000)
+        importer.deps.remaining_ms = remaining
+        importer.deps.progress_conn = live
+        job = importer.upload(user, records, "Streaming_History_Audio_2020_0.json")
+    # (records read, plays added) as the SPA sees them: nothing commits while the batch is read
+    assert seen[:5] == [(1000, 0), (2000, 0), (3000, 0), (4000, 0), (5000, 0)]
+    assert job["status"] == "completed" and job["progress"]["records_read"] == 5000
 
 
 WORKER = """

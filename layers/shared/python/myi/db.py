@@ -73,22 +73,31 @@ def connect(settings: Settings | None = None, **kwargs: Any) -> psycopg.Connecti
     return psycopg.connect(dsn, **params, **options)
 
 
-def get_connection(settings: Settings | None = None) -> psycopg.Connection[Any]:
-    """The connection of this execution environment (per thread), reopened when closed or broken."""
-    conn: psycopg.Connection[Any] | None = getattr(_local, "conn", None)
+def get_connection(settings: Settings | None = None, *, purpose: str = "main") -> psycopg.Connection[Any]:
+    """The connection of this execution environment (per thread and purpose: the import worker
+    keeps a second one for its live progress), reopened when closed or broken."""
+    conns: dict[str, psycopg.Connection[Any]] = _connections()
+    conn = conns.get(purpose)
     if conn is None or conn.closed or conn.broken:
         conn = connect(settings)
-        _local.conn = conn
+        conns[purpose] = conn
     elif conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
         conn.rollback()
     return conn
 
 
 def close_connection() -> None:
-    conn: psycopg.Connection[Any] | None = getattr(_local, "conn", None)
-    if conn is not None and not conn.closed:
-        conn.close()
-    _local.conn = None
+    for conn in _connections().values():
+        if not conn.closed:
+            conn.close()
+    _local.conns = {}
+
+
+def _connections() -> dict[str, psycopg.Connection[Any]]:
+    conns: dict[str, psycopg.Connection[Any]] | None = getattr(_local, "conns", None)
+    if conns is None:
+        conns = _local.conns = {}
+    return conns
 
 
 @contextmanager

@@ -350,11 +350,14 @@ class BulkIngest:
         self._fresh: set[int] = set()
         self._since_flush = IngestResult()
         self.result = IngestResult()
+        self._finished = False
         self._writer = _Writer()
 
     def add(self, plays: Sequence[Play]) -> None:
         """Take a batch. It is written in the background, in order; :meth:`flush` waits for what
         was taken and tells what happened to it."""
+        if self._finished:
+            raise RuntimeError("this bulk ingestion is finished")
         entries: list[tuple[Any, datetime, int | None, str]] = []
         known, new = self._known, self._new
         for play in plays:
@@ -391,6 +394,18 @@ class BulkIngest:
         self._writer.drain()
         counts, self._since_flush = self._since_flush, IngestResult()
         return counts
+
+    def finish(self) -> IngestResult:
+        """Write everything taken and then the statistics of all of it; returns :attr:`result`.
+        Nothing can be added afterwards."""
+        if not self._finished:
+            self.flush()
+            self.close()
+            # The statistics of many batches at once: sorts and hashes of that size fit in memory.
+            self._ex(f"SET LOCAL work_mem = '{BULK_WORK_MEM}'")
+            _apply_deltas(self._ex, self._user_id)
+            self._finished = True
+        return self.result
 
     def close(self) -> None:
         """Stop the background writer (after the statement it runs, if any)."""
@@ -570,8 +585,10 @@ def bulk_ingest(
     known: KnownTracks | None = None,
 ) -> Iterator[BulkIngest]:
     """``with bulk_ingest(conn, user) as bulk: bulk.add(batch) ...``: every batch and the statistics
-    of all of them commit together when the block ends (or nothing does). ``known``: the tracks an
-    earlier transaction of the same import resolved (filled as batches resolve more)."""
+    of all of them commit together when the block ends (or nothing does). ``bulk.finish()`` writes
+    the statistics before the block ends, so the caller's own statements come last (the fewer
+    statements after them, the shorter their row locks last). ``known``: the tracks an earlier
+    transaction of the same import resolved (filled as batches resolve more)."""
     with conn.transaction(), conn.cursor() as cur:
         ex = _Exec(cur, counter)
         _lock(ex, user_id, exclusive_catalog=False)
@@ -579,12 +596,9 @@ def bulk_ingest(
         bulk = BulkIngest(ex, user_id, import_id, known)
         try:
             yield bulk
-            bulk.flush()
+            bulk.finish()
         finally:
             bulk.close()
-        # The statistics of many batches at once: sorts and hashes of that size fit in memory.
-        ex(f"SET LOCAL work_mem = '{BULK_WORK_MEM}'")
-        _apply_deltas(ex, user_id)
 
 
 def _stage_checked(plays: Sequence[Play], known: KnownTracks | None = None) -> _Staged:

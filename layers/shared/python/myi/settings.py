@@ -118,7 +118,7 @@ class Settings:
     # --- imports ------------------------------------------------------------------------------
     max_upload_bytes: int = 512 * 1024 * 1024
     upload_url_ttl_s: int = 900
-    import_batch_size: int = 250_000
+    import_batch_size: int = 500_000
     import_max_uncompressed_bytes: int = 4 * 1024 * 1024 * 1024
     import_max_ratio: int = 200
     import_stuck_s: int = 1800

@@ -26,7 +26,8 @@ from myi.users import iso
 MAX_FILENAME = 255
 _COLUMNS = (
     "id, user_id, status, filename, object_key, size_bytes, created_at, started_at, finished_at, updated_at, "
-    "records_read, bytes_read, bytes_total, added, merged, duplicates, skipped, checkpoint, error"
+    "records_read, bytes_read, bytes_total, added, merged, duplicates, skipped, checkpoint, error, "
+    "live_records, live_bytes"
 )
 
 
@@ -87,9 +88,14 @@ def document(row: dict[str, Any]) -> dict[str, Any]:
     """A job as API.md shows it."""
     total = int(row["bytes_total"] or 0)
     done = int(row["bytes_read"] or 0)
+    records = int(row["records_read"])
     if row["status"] == "completed":
         percent = 100.0
     else:
+        # while a batch is being written, its records count as read (live progress, migration 0007)
+        if row["status"] == "running":
+            done = max(done, int(row["live_bytes"] or 0))
+            records = max(records, int(row["live_records"] or 0))
         percent = round(min(100.0, 100.0 * done / total), 1) if total else 0.0
     skipped = {reason: int((row["skipped"] or {}).get(reason, 0)) for reason in SKIP_REASONS}
     return {
@@ -100,7 +106,7 @@ def document(row: dict[str, Any]) -> dict[str, Any]:
         "started_at": iso(row["started_at"]),
         "finished_at": iso(row["finished_at"]),
         "progress": {
-            "records_read": int(row["records_read"]),
+            "records_read": records,
             "bytes_read": done,
             "bytes_total": total,
             "percent": percent,

@@ -4,15 +4,19 @@
    job is refused and logged; keys carry the owner's prefix, so another user's job cannot match).
 2. The object's real size is checked against ``MAX_UPLOAD_BYTES`` (the POST policy enforces it in
    S3; the emulator does not, so it is checked here too).
-3. A first pass reads the upload whole without writing anything: every export member is parsed
-   to its end, so a bad file (not a zip, no export inside, encrypted, a zip bomb, broken JSON, an
-   object where a list belongs) fails the job before a single play is committed. Nothing of a
-   failed job ever reaches the statistics.
-4. The second pass normalises every record and ingests the plays in batches of
-   ``IMPORT_BATCH_SIZE`` records; each batch commits together with the job's counts, progress and
-   checkpoint (member and record reached). A worker that dies mid-file leaves the job ``running``
-   with its checkpoint; the redelivered message resumes from it, and a worker about to run out of
-   time enqueues a continuation itself. Only one worker runs a job at a time (an advisory lock).
+3. The export members are found by their first record (not a zip or JSON, or no export inside:
+   the job fails at once).
+4. One pass normalises every record and ingests the plays in batches of ``IMPORT_BATCH_SIZE``
+   records, each one transaction (of ingestion calls of ``BULK_BATCH_SIZE``) that commits together
+   with the job's counts, progress and checkpoint (member and record reached). Nothing commits
+   before the whole file is known to be sound: a batch that ends before the end of the file first
+   reads the rest of it through (once per job), so a bad file (encrypted, a zip bomb, broken JSON,
+   an object where a list belongs) fails the job before a single play is committed, and an upload
+   of up to ``IMPORT_BATCH_SIZE`` records is read only once. Live progress is written from a
+   connection of its own while a batch is read. A worker that dies mid-file leaves the job
+   ``running`` with its checkpoint; the redelivered message resumes from it, and a worker about to
+   run out of time enqueues a continuation itself. Only one worker runs a job at a time (an
+   advisory lock).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ class WorkerDeps:
     sqs: Any
     remaining_ms: Callable[[], int] = field(default=lambda: 900_000)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # an autocommit connection of its own for live progress (none: progress moves batch by batch)
+    progress_conn: psycopg.Connection[Any] | None = None
 
 
 @dataclass
@@ -134,20 +140,27 @@ def _run_locked(deps: WorkerDeps, job_id: uuid.UUID) -> None:
         logger.info("import resumed", extra={**log, "checkpoint": job["checkpoint"]})
     else:
         logger.info("import started", extra={**log, "bytes": size})
-    try:
+
+    def open_upload() -> Upload:
+        """The upload, opened anew: a stream, position and decompression budget of its own."""
         stream, _ = open_s3(deps.s3, s.import_bucket, job["object_key"], size)
-        limits = {"max_uncompressed": s.import_max_uncompressed_bytes, "max_ratio": s.import_max_ratio}
+        return Upload(
+            stream,
+            size,
+            filename=job["filename"],
+            max_uncompressed=s.import_max_uncompressed_bytes,
+            max_ratio=s.import_max_ratio,
+        )
+
+    try:
         checkpoint = job["checkpoint"]
         if not checkpoint:
-            upload = Upload(stream, size, filename=job["filename"], **limits)
-            checkpoint = {"members": _validate(upload), "member": 0, "record": 0}
+            checkpoint = {"members": _exports(open_upload()), "member": 0, "record": 0, "sound": False}
             conn.execute(
                 "UPDATE import_jobs SET checkpoint = %s, updated_at = %s WHERE id = %s",
                 (json.dumps(checkpoint), deps.clock(), job_id),
             )
-            stream.seek(0)
-        upload = Upload(stream, size, filename=job["filename"], **limits)
-        finished = _ingest(deps, job, upload, checkpoint)
+        finished = _ingest(deps, job, open_upload, checkpoint)
     except BadUpload as exc:
         _fail(deps, job, str(exc))
         return
@@ -163,17 +176,15 @@ def _run_locked(deps: WorkerDeps, job_id: uuid.UUID) -> None:
         _continue_later(deps, job_id)
 
 
-def _validate(upload: Upload) -> list[int]:
-    """The export members of an upload, each read to its end: a bad file fails here, before any
-    write. Returns the members' indices."""
+def _exports(upload: Upload) -> list[int]:
+    """The indices of the export members of an upload, judged by their first record: a file that is
+    not a zip or JSON, or holds no export, fails here, before any write."""
     candidates = upload.candidates()
     if not upload.is_zip:
         member = candidates[0]
-        first = True
-        for record in array_records(upload.open(member), member.name):
-            if first and not is_export_record(record):
-                raise BadUpload(f"{member.name} is not a Spotify listening history file")
-            first = False
+        first = next(array_records(upload.open(member), member.name), None)
+        if first is not None and not is_export_record(first):
+            raise BadUpload(f"{member.name} is not a Spotify listening history file")
         return [member.index]
     exports = [m for m in candidates if is_export(upload, m)]
     if not exports:
@@ -181,10 +192,17 @@ def _validate(upload: Upload) -> list[int]:
             f"{upload.filename} holds no Spotify listening history (no Streaming_History_*, endsong_* "
             "or StreamingHistory* files)"
         )
-    for member in exports:
+    return [m.index for m in exports]
+
+
+def _read_to_the_end(upload: Upload, members: list[int], position: int) -> None:
+    """Read every export member from ``position`` on to its end without writing anything: a bad
+    file (broken or cut-short JSON, an object where a list belongs, a zip bomb) fails here."""
+    by_index = {m.index: m for m in upload.candidates()}
+    for index in members[position:]:
+        member = by_index[index]
         for _ in array_records(upload.open(member), member.name):
             pass
-    return [m.index for m in exports]
 
 
 def _records(
@@ -202,7 +220,9 @@ def _records(
                 yield position, read, record
 
 
-def _ingest(deps: WorkerDeps, job: dict[str, Any], upload: Upload, checkpoint: dict[str, Any]) -> bool:
+def _ingest(
+    deps: WorkerDeps, job: dict[str, Any], open_upload: Callable[[], Upload], checkpoint: dict[str, Any]
+) -> bool:
     """Ingest from the checkpoint on, a transaction per ``IMPORT_BATCH_SIZE`` records; True when
     the upload is done, False when time ran short."""
     s = deps.settings
@@ -214,10 +234,12 @@ def _ingest(deps: WorkerDeps, job: dict[str, Any], upload: Upload, checkpoint: d
         duplicates=int(job["duplicates"]),
         skipped=Counter({k: int(v) for k, v in (job["skipped"] or {}).items()}),
     )
+    upload = open_upload()
     records = _records(upload, members, checkpoint)
     chunk = min(BULK_BATCH_SIZE, s.import_batch_size)
     known: KnownTracks = {}  # tracks resolved by earlier batches of this run
     while True:
+        short = False
         with bulk_ingest(deps.conn, job["user_id"], import_id=job["id"], known=known) as bulk:
             plays: list[Play] = []
             skips: Counter[str] = Counter()
@@ -228,24 +250,42 @@ def _ingest(deps: WorkerDeps, job: dict[str, Any], upload: Upload, checkpoint: d
                 result = normalise(record)
                 if isinstance(result, Play):
                     plays.append(result)
-                    if len(plays) >= chunk:
-                        bulk.add(plays)
-                        plays = []
                 else:
                     skips[result] += 1
-                if count >= s.import_batch_size:
-                    checkpoint = {**checkpoint, "member": position, "record": read}
-                    done = False
-                    break
+                if count % chunk == 0:
+                    bulk.add(plays)
+                    plays = []
+                    _live_progress(deps, job, totals.records + count, upload.position)
+                    short = deps.remaining_ms() < TIME_MARGIN_MS
+                    if short or count >= s.import_batch_size:
+                        checkpoint = {**checkpoint, "member": position, "record": read}
+                        done = False
+                        break
             else:
-                checkpoint = {**checkpoint, "member": len(members), "record": 0}
+                checkpoint = {**checkpoint, "member": len(members), "record": 0, "sound": True}
+            if not checkpoint.get("sound", True):
+                # Nothing commits before the whole file is known to be sound: the rest of it is
+                # read through once (an upload of up to IMPORT_BATCH_SIZE records is read once).
+                _read_to_the_end(open_upload(), members, int(checkpoint["member"]))
+                checkpoint["sound"] = True
             bulk.add(plays)
-            bulk.flush()
-            _record_batch(deps, job, upload, totals, bulk.result, skips, count, checkpoint)
+            written = bulk.finish()
+            _record_batch(deps, job, upload, totals, written, skips, count, checkpoint)
         if done:
             return True
-        if deps.remaining_ms() < TIME_MARGIN_MS:
+        if short or deps.remaining_ms() < TIME_MARGIN_MS:
             return False
+
+
+def _live_progress(deps: WorkerDeps, job: dict[str, Any], records: int, position: int) -> None:
+    """How far the worker has read, written outside the batch's transaction (migration 0007)."""
+    if deps.progress_conn is None:
+        return
+    deps.progress_conn.execute(
+        "UPDATE import_jobs SET live_records = GREATEST(live_records, %s), "
+        "live_bytes = GREATEST(live_bytes, %s), updated_at = %s WHERE id = %s AND status = 'running'",
+        (records, position, deps.clock(), job["id"]),
+    )
 
 
 def _record_batch(

@@ -18,6 +18,7 @@ def main(job_id: str) -> None:
     deps = WorkerDeps(
         settings=settings,
         conn=db.connect(settings),
+        progress_conn=db.connect(settings),
         s3=aws.client("s3", settings),
         sqs=aws.client("sqs", settings),
     )
