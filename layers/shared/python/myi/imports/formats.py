@@ -61,9 +61,11 @@ def _extended_time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)  # "Z" included
     except ValueError:
         return None
+    if parsed.tzinfo is UTC:
+        return parsed
     return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -104,13 +106,33 @@ def _extended(r: dict[str, Any]) -> Play | SkipReason:
         return "incognito"
     if ms < MIN_PLAY_MS and r.get("reason_end") != "trackdone":
         return "short_play"
-    track_name = _text(r.get("master_metadata_track_name"))
-    artist_name = _text(r.get("master_metadata_album_artist_name"))
-    album_name = _text(r.get("master_metadata_album_album_name"))
+    names = (
+        track_id,
+        _text(r.get("master_metadata_track_name")),
+        _text(r.get("master_metadata_album_artist_name")),
+        _text(r.get("master_metadata_album_album_name")),
+    )
+    track = _TRACKS.get(names)
+    if track is None:
+        track = _extended_track(*names)
+    return Play(track, played_at, "extended", ms)
+
+
+# A listening history plays the same tracks again and again: their TrackRefs are made once.
+_TRACKS: dict[tuple[str | None, ...], TrackRef] = {}
+_TRACKS_MAX = 100_000
+
+
+def _extended_track(
+    track_id: str, track_name: str | None, artist_name: str | None, album_name: str | None
+) -> TrackRef:
     artists = (ArtistRef(artist_name),) if artist_name else ()
     album = AlbumRef(album_name, artists=artists) if album_name else None
     track = TrackRef(name=track_name or "", spotify_id=track_id, artists=artists, album=album)
-    return Play(track, played_at, "extended", ms)
+    if len(_TRACKS) >= _TRACKS_MAX:
+        _TRACKS.clear()
+    _TRACKS[(track_id, track_name, artist_name, album_name)] = track
+    return track
 
 
 def _account(r: dict[str, Any]) -> Play | SkipReason:
