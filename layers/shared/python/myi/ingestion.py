@@ -1165,7 +1165,11 @@ WITH d AS MATERIALIZED (
            sum(plays) AS plays, sum(ms) AS ms
       FROM dh GROUP BY 1, 2, 3
 ), hr AS MATERIALIZED (
-    SELECT 1 AS g, hm.bucket, weekday, hour, plays, ms, f.bucket IS NOT NULL AS new
+    SELECT 2 AS g, day AS bucket, extract(isodow FROM day)::smallint AS weekday, hour, plays, ms,
+           date_trunc('month', day)::date IN (SELECT bucket FROM fresh) AS new
+      FROM dh
+    UNION ALL
+    SELECT 1, hm.bucket, weekday, hour, plays, ms, f.bucket IS NOT NULL
       FROM hm LEFT JOIN fresh f ON f.bucket = hm.bucket
     UNION ALL
     SELECT 0, DATE '1970-01-01', weekday, hour, sum(plays), sum(ms), false FROM hm GROUP BY 3, 4

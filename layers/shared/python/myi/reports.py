@@ -36,7 +36,9 @@ class _Top:
     # rows (id, plays, ms_played) of the whole months: monthly statistics are kept per track, so an
     # artist's or album's month is the sum of its tracks' months
     months: str
-    edge: str  # rows (id, plays, ms_played) of the edge events; {edge} is the events' predicate
+    # rows (id, plays, ms_played) of the edge events (per track first, then credited); {edge} is
+    # the events' predicate
+    edge: str
 
 
 _TOPS: dict[str, _Top] = {
@@ -51,8 +53,10 @@ _TOPS: dict[str, _Top] = {
         "artist_id",
         """SELECT ta.artist_id, st.plays, st.ms_played
              FROM stat_track st JOIN track_artists ta ON ta.track_id = st.track_id WHERE {months}""",
-        """SELECT ta.artist_id, 1, e.ms_played
-             FROM listening_events e JOIN track_artists ta ON ta.track_id = e.track_id WHERE {edge}""",
+        """SELECT ta.artist_id, e.plays, e.ms_played FROM (
+               SELECT e.track_id, count(*) AS plays, sum(e.ms_played) AS ms_played
+                 FROM listening_events e WHERE {edge} GROUP BY 1) e
+             JOIN track_artists ta ON ta.track_id = e.track_id""",
     ),
     "albums": _Top(
         "stat_album",
@@ -60,9 +64,11 @@ _TOPS: dict[str, _Top] = {
         """SELECT t.album_id, st.plays, st.ms_played
              FROM stat_track st JOIN tracks t ON t.id = st.track_id
             WHERE t.album_id IS NOT NULL AND {months}""",
-        """SELECT t.album_id, 1, e.ms_played
-             FROM listening_events e JOIN tracks t ON t.id = e.track_id
-            WHERE t.album_id IS NOT NULL AND {edge}""",
+        """SELECT t.album_id, e.plays, e.ms_played FROM (
+               SELECT e.track_id, count(*) AS plays, sum(e.ms_played) AS ms_played
+                 FROM listening_events e WHERE {edge} GROUP BY 1) e
+             JOIN tracks t ON t.id = e.track_id
+            WHERE t.album_id IS NOT NULL""",
     ),
 }
 
@@ -70,6 +76,10 @@ _TOPS: dict[str, _Top] = {
 _EDGE = """e.user_id = %(user)s
        AND ((e.played_at >= %(start)s AND e.played_at < %(m_inner_start)s)
          OR (e.played_at >= %(m_inner_end)s AND e.played_at < %(end)s))"""
+# The events of a bounded window that its whole days do not cover.
+_DAY_EDGE = """e.user_id = %(user)s
+       AND ((e.played_at >= %(start)s AND e.played_at < %(d_inner_start)s)
+         OR (e.played_at >= %(d_inner_end)s AND e.played_at < %(end)s))"""
 _MONTHS = "user_id = %(user)s AND grain = 1 AND bucket >= %(m_first)s AND bucket < %(m_stop)s"
 _TRACK_MONTHS = (
     "st.user_id = %(user)s AND st.grain = 1 AND st.bucket >= %(m_first)s AND st.bucket < %(m_stop)s"
@@ -162,10 +172,7 @@ def overview(conn: psycopg.Connection[Any], user_id: int, window: Window, *, now
                    AND plays > 0
                 UNION ALL
                 SELECT (e.played_at AT TIME ZONE %(tz)s)::date, count(*), sum(e.ms_played)
-                  FROM listening_events e
-                 WHERE e.user_id = %(user)s
-                   AND ((e.played_at >= %(start)s AND e.played_at < %(d_inner_start)s)
-                     OR (e.played_at >= %(d_inner_end)s AND e.played_at < %(end)s))
+                  FROM listening_events e WHERE {_DAY_EDGE}
                  GROUP BY 1
             ),
             ev AS MATERIALIZED (SELECT e.track_id FROM listening_events e WHERE {_EDGE}),
@@ -355,9 +362,13 @@ def activity(conn: psycopg.Connection[Any], user_id: int, window: Window, *, now
             SELECT weekday, hour, sum(plays)::bigint AS plays, sum(ms_played)::bigint AS ms_played FROM (
                 SELECT weekday, hour, plays, ms_played FROM stat_hour WHERE {_MONTHS}
                 UNION ALL
+                SELECT weekday, hour, plays, ms_played FROM stat_hour
+                 WHERE user_id = %(user)s AND grain = 2 AND bucket >= %(d_first)s AND bucket < %(d_stop)s
+                   AND NOT (bucket >= %(m_first)s AND bucket < %(m_stop)s)
+                UNION ALL
                 SELECT extract(isodow FROM e.played_at AT TIME ZONE %(tz)s)::smallint,
                        extract(hour FROM e.played_at AT TIME ZONE %(tz)s)::smallint, 1, e.ms_played
-                  FROM listening_events e WHERE {_EDGE}
+                  FROM listening_events e WHERE {_DAY_EDGE}
             ) x GROUP BY 1, 2
             """,
             _window_params(window, user_id),

@@ -72,7 +72,7 @@ TABLES: tuple[StatTable, ...] = (
         ("grain", "bucket", "weekday", "hour"),
         f"""SELECT grain.g, {_BUCKET}, extract(isodow FROM ev.local)::smallint,
                    extract(hour FROM ev.local)::smallint, count(*), sum(ev.ms_played)
-              FROM ({_EVENTS}) ev {_GRAINS} GROUP BY 1, 2, 3, 4""",
+              FROM ({_EVENTS}) ev CROSS JOIN (VALUES (0), (1), (2)) AS grain(g) GROUP BY 1, 2, 3, 4""",
     ),
 )
 
