@@ -38,7 +38,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -69,10 +69,15 @@ class IngestResult:
     added: int = 0
     merged: int = 0
     duplicates: int = 0
+    # catalog gaps newly recorded for the enrichment worker (by ingest(); not part of the counts)
+    gaps: int = field(default=0, compare=False)
 
     def __add__(self, other: IngestResult) -> IngestResult:
         return IngestResult(
-            self.added + other.added, self.merged + other.merged, self.duplicates + other.duplicates
+            self.added + other.added,
+            self.merged + other.merged,
+            self.duplicates + other.duplicates,
+            self.gaps + other.gaps,
         )
 
 
@@ -301,7 +306,7 @@ def ingest(
             with conn.transaction(), conn.cursor() as cur:
                 ex = _Exec(cur, counter)
                 _lock(ex, user_id, exclusive_catalog=staged.has_full)
-                _prepare(conn, ex, keep_deltas=False)
+                _prepare(conn, ex, nested=outer)
                 counts = _ingest_batch(ex, user_id, staged, import_id)
                 _apply_deltas(ex, user_id)
                 return counts
@@ -483,7 +488,7 @@ class BulkIngest:
                 cp.write_row((seq, -1, at, ms, origin, track_id))
         ex("ANALYZE tmp_plays")
         ex(_PLAY_IDENTITY_SQL)
-        counts = _write_events(ex, user_id, self._import_id)
+        counts = _write_events(ex, user_id, self._import_id, min(e[1] for e in rest), max(e[1] for e in rest))
         return counts + self._copy(new) if new else counts
 
     def _has_neighbours(self, entries: list[tuple[int, datetime, int | None, str]]) -> bool:
@@ -589,10 +594,11 @@ def bulk_ingest(
     the statistics before the block ends, so the caller's own statements come last (the fewer
     statements after them, the shorter their row locks last). ``known``: the tracks an earlier
     transaction of the same import resolved (filled as batches resolve more)."""
+    nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     with conn.transaction(), conn.cursor() as cur:
         ex = _Exec(cur, counter)
         _lock(ex, user_id, exclusive_catalog=False)
-        _prepare(conn, ex, keep_deltas=False)
+        _prepare(conn, ex, nested=nested)
         bulk = BulkIngest(ex, user_id, import_id, known)
         try:
             yield bulk
@@ -619,21 +625,22 @@ def _lock(ex: _Exec, user_id: int, *, exclusive_catalog: bool) -> None:
         raise LookupError(f"no user {user_id}")
 
 
-def _prepare(conn: psycopg.Connection[Any], ex: _Exec, *, keep_deltas: bool) -> None:
+def _prepare(conn: psycopg.Connection[Any], ex: _Exec, *, nested: bool) -> None:
+    """The temporary tables, empty. They empty themselves at every commit (ON COMMIT DELETE ROWS),
+    so only a savepoint inside a caller's transaction (``nested``) may find an earlier batch's rows."""
     if conn not in _prepared:
         ex.script(_TEMP_TABLES)
         _prepared.add(conn)
-    else:
-        # Rows of an earlier batch of the same outer transaction may still be there.
-        ex(f"TRUNCATE {_BATCH_TABLES}" + ("" if keep_deltas else ", tmp_delta"))
+    elif nested:
+        ex(f"TRUNCATE {_BATCH_TABLES}, tmp_delta")
 
 
 def _ingest_batch(ex: _Exec, user_id: int, st: _Staged, import_id: uuid.UUID | None) -> IngestResult:
     _copy_staged(ex, st)
     _upsert_catalog(ex, st)
-    counts = _write_events(ex, user_id, import_id)
-    _record_gaps(ex)
-    return counts
+    times = [p[2] for p in st.plays]
+    counts = _write_events(ex, user_id, import_id, min(times), max(times))
+    return replace(counts, gaps=_record_gaps(ex))
 
 
 def _copy_staged(ex: _Exec, st: _Staged) -> None:
@@ -825,7 +832,11 @@ def _upsert_catalog(ex: _Exec, st: _Staged) -> None:
     ex.script(_CATALOG_SQL)
     if not st.has_full:
         return
-    # Only full API objects can change an existing track's album or credits.
+    # Only full API objects can change an existing track's album or credits; mostly they do not.
+    moves = ex("SELECT EXISTS (SELECT 1 FROM tmp_album_moves) OR EXISTS (SELECT 1 FROM tmp_credit_moves)")
+    row = moves.fetchone()
+    if not (row and row[0]):
+        return
     ex.script(_MOVE_SQL)
     # Provisional artists and albums that real ones replaced on a track, under the same name, are
     # the same artist or album: merge them (exclusive catalog lock held).
@@ -922,10 +933,11 @@ def _merge_albums(ex: _Exec) -> None:
 
 
 def _merge_one(conn: psycopg.Connection[Any], table: str, provisional_id: int, real_id: int) -> None:
+    nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     with conn.transaction(), conn.cursor() as cur:
         ex = _Exec(cur, None)
         ex("SELECT pg_advisory_xact_lock(%s)", (CATALOG_LOCK,))
-        _prepare(conn, ex, keep_deltas=False)
+        _prepare(conn, ex, nested=nested)
         ex(f"INSERT INTO {table} (p, r) VALUES (%s, %s)", (provisional_id, real_id))
         if table == "tmp_artist_merges":
             _merge_artists(ex)
@@ -993,6 +1005,7 @@ UPDATE tmp_plays p SET action = 'duplicate' FROM (
 UPDATE tmp_plays p SET action = 'duplicate'
  WHERE p.action IS NULL AND cardinality(p.alt_ids) > 1 AND EXISTS (
        SELECT 1 FROM listening_events e WHERE e.user_id = %(user)s AND e.track_id = ANY (p.alt_ids)
+          AND e.played_at BETWEEN %(reach_first)s AND %(reach_last)s
           AND e.played_at = p.played_at AND e.origin = p.origin);
 
 -- Another origin's record of the same play: same track, within 30 s (an account-data record, of
@@ -1011,6 +1024,7 @@ WITH cand AS (
      CROSS JOIN LATERAL (
            SELECT * FROM listening_events e
             WHERE e.user_id = %(user)s AND e.track_id = ANY (p.alt_ids)
+              AND e.played_at BETWEEN %(reach_first)s AND %(reach_last)s
               AND e.played_at BETWEEN p.played_at - interval '90 seconds'
                                   AND p.played_at + interval '90 seconds'
               AND e.origin <> p.origin
@@ -1035,8 +1049,13 @@ UPDATE tmp_plays p SET target = c.target, target_track = c.track_id,
 )
 
 
-def _write_events(ex: _Exec, user_id: int, import_id: uuid.UUID | None) -> IngestResult:
-    params = {"user": user_id}
+def _write_events(
+    ex: _Exec, user_id: int, import_id: uuid.UUID | None, first: datetime, last: datetime
+) -> IngestResult:
+    """Dedupe, merge and insert the plays of tmp_plays, which lie from ``first`` to ``last``: every
+    stored play they can meet lies within MERGE_REACH of that span, and saying so with plain
+    timestamps lets the planner leave out every other month's partition."""
+    params = {"user": user_id, "reach_first": first - MERGE_REACH, "reach_last": last + MERGE_REACH}
     ex.script(_MATCH_SQL, params)
     # Merges: the statistics move by the difference between the real and the estimated figure.
     ex(
@@ -1044,6 +1063,7 @@ def _write_events(ex: _Exec, user_id: int, import_id: uuid.UUID | None) -> Inges
         WITH old AS (
             SELECT e.track_id, e.played_at, e.ms_played FROM listening_events e
               JOIN tmp_plays p ON p.action IN ('merge', 'claim') AND e.user_id = %(user)s
+               AND e.played_at BETWEEN %(reach_first)s AND %(reach_last)s
                AND e.track_id = p.target_track AND e.played_at = p.target
         ), changed AS (
             UPDATE listening_events e SET
@@ -1056,6 +1076,7 @@ def _write_events(ex: _Exec, user_id: int, import_id: uuid.UUID | None) -> Inges
                    is_estimated = CASE WHEN p.action = 'merge' THEN false ELSE e.is_estimated END
               FROM tmp_plays p
              WHERE p.action IN ('merge', 'claim') AND e.user_id = %(user)s
+               AND e.played_at BETWEEN %(reach_first)s AND %(reach_last)s
                AND e.track_id = p.target_track AND e.played_at = p.target
             RETURNING e.track_id, e.played_at, e.ms_played
         )
@@ -1185,8 +1206,9 @@ def _apply_deltas(ex: _Exec, user_id: int) -> None:
     ex(_DELTA_SQL, {"user": user_id})
 
 
-def _record_gaps(ex: _Exec) -> None:
-    ex(
+def _record_gaps(ex: _Exec) -> int:
+    """Record the gaps of the batch's catalog rows; returns how many are new."""
+    return ex(
         """
         INSERT INTO catalog_gaps (kind, entity_id, reason)
         SELECT 'track', x.id, CASE WHEN x.spotify_id IS NULL THEN 'name_only'
@@ -1204,7 +1226,7 @@ def _record_gaps(ex: _Exec) -> None:
         ORDER BY 1, 2
         ON CONFLICT (kind, entity_id) DO NOTHING
         """
-    )
+    ).rowcount
 
 
 def apply_track_metadata(conn: psycopg.Connection[Any], tracks: Sequence[TrackRef]) -> None:
@@ -1216,10 +1238,11 @@ def apply_track_metadata(conn: psycopg.Connection[Any], tracks: Sequence[TrackRe
         return
     staged = _stage([Play(t, datetime(1970, 1, 1).astimezone(), "api", None) for t in full])
     staged.plays.clear()
+    nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     with conn.transaction(), conn.cursor() as cur:
         ex = _Exec(cur, None)
         ex("SELECT pg_advisory_xact_lock(%s)", (CATALOG_LOCK,))
-        _prepare(conn, ex, keep_deltas=False)
+        _prepare(conn, ex, nested=nested)
         _copy_staged(ex, staged)
         staged.has_full = True
         _upsert_catalog(ex, staged)

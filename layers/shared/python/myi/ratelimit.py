@@ -17,6 +17,9 @@ from typing import Any
 from myi import aws
 from myi.settings import Settings
 
+# (table, window item) -> the units a window ended with, once read: nobody adds to it any more.
+_CLOSED: dict[tuple[str, str], int] = {}
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -47,10 +50,7 @@ class RateLimiter:
         retry_after = max(1, math.ceil(start + window_s - now))
         carried = 0.0
         if rolling:
-            previous = self._client.get_item(
-                TableName=self._table, Key={"pk": {"S": f"rl#{key}#{start - window_s}"}}, ConsistentRead=True
-            ).get("Item")
-            before = int(previous["n"]["N"]) if previous else 0
+            before = self._closed_window(key, start - window_s)
             overlap = 1 - (now - start) / window_s
             carried = before * overlap
             if before and carried + units > limit:
@@ -77,6 +77,20 @@ class RateLimiter:
         except self._client.exceptions.ConditionalCheckFailedException:
             return Decision(False, limit, retry_after)
         return Decision(True, int(out["Attributes"]["n"]["N"]), 0)
+
+    def _closed_window(self, key: str, start: float) -> int:
+        """The units a window that has ended took: read once per process, it no longer changes."""
+        pk = f"rl#{key}#{start}"
+        cached = _CLOSED.get((self._table, pk))
+        if cached is None:
+            item = self._client.get_item(
+                TableName=self._table, Key={"pk": {"S": pk}}, ConsistentRead=True
+            ).get("Item")
+            cached = int(item["n"]["N"]) if item else 0
+            if len(_CLOSED) > 1000:
+                _CLOSED.clear()
+            _CLOSED[(self._table, pk)] = cached
+        return cached
 
     def block(self, key: str, *, seconds: float) -> None:
         """Close ``key`` for ``seconds`` (a ``Retry-After`` from upstream), whatever its budget."""

@@ -122,7 +122,7 @@ def sync_user(deps: SyncDeps, user_id: int) -> SyncOutcome:
             extra={"user_id": user_id, "window_from": cursor.isoformat(), "window_to": oldest.isoformat()},
         )
         metrics.add_metric(name="SyncPossibleGaps", unit="Count", value=1)
-    if result.added:
+    if result.gaps:  # new tracks or artists to complete
         enrichment.request(deps.sqs, s)
     if full:
         enqueue(deps.sqs, s, user_id, deps.rng.randint(0, 5))
