@@ -8,7 +8,7 @@ import psycopg
 
 from myi import stats
 from myi.ingestion import IngestResult, ingest
-from tests.fixtures.plays import account_play, api_play, at, extended_play
+from tests.fixtures.plays import account_play, api_play, at, extended_play, make_user
 
 
 def events(conn: psycopg.Connection[Any], user: int) -> list[tuple[Any, ...]]:
@@ -155,6 +155,28 @@ def test_api_data_resolves_provisional_artists_and_albums_without_double_countin
     assert artist_plays == (2,)
     assert_exact(db_conn, user)
     assert_exact(db_conn, other)
+
+
+def test_an_export_record_never_fills_the_album_or_credits_of_a_stored_track(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    """A track first seen without album or artist names keeps that gap for enrichment: a later
+    record with the names (from another user's import here) would otherwise change what every
+    earlier play counts for without moving anyone's statistics."""
+    from dataclasses import replace
+
+    bare = extended_play(7, at(0))
+    bare = replace(bare, track=replace(bare.track, artists=(), album=None))
+    ingest(db_conn, user, [bare])
+    other = make_user(db_conn, "other")
+    ingest(db_conn, other, [extended_play(7, at(600))])
+    assert db_conn.execute(
+        "SELECT album_id, (SELECT count(*) FROM track_artists WHERE track_id = t.id) FROM tracks t"
+    ).fetchall() == [(None, 0)]
+    assert_exact(db_conn, user)
+    assert_exact(db_conn, other)
+    gaps = db_conn.execute("SELECT reason FROM catalog_gaps WHERE kind = 'track'").fetchall()
+    assert gaps == [("missing_duration",)]
 
 
 def test_catalog_gaps_are_recorded_for_enrichment(db_conn: psycopg.Connection[Any], user: int) -> None:

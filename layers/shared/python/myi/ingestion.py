@@ -12,12 +12,13 @@ Per batch, in one transaction:
    track objects may change the album or credits of existing tracks, which moves statistics of every
    user who played them; they take the catalog lock exclusively, every other batch takes it shared.
 2. Catalog. Artists, albums and tracks are upserted (sorted keys, so concurrent users' batches lock
-   rows in one order). Export records only fill gaps; full API objects fill and correct. When an
-   existing track's album or credits change, the album and artist statistics of every user move
-   from the old to the new, derived from ``stat_track`` (an artist's statistics are the sum of the
-   statistics of the tracks credited to it), and provisional artists and albums with the same
-   normalised name as the real ones that replace them are merged into them (:func:`merge_artist`,
-   :func:`merge_album`).
+   rows in one order). Export records create what is missing and fill a missing duration, never
+   an existing track's album or credits (enrichment does, with full objects); full API objects
+   fill and correct. When an existing track's album or credits change, the album and artist
+   statistics of every user move from the old to the new, derived from ``stat_track`` (an
+   artist's statistics are the sum of the statistics of the tracks credited to it), and
+   provisional artists and albums with the same normalised name as the real ones that replace them
+   are merged into them (:func:`merge_artist`, :func:`merge_album`).
 3. Events. Dedupe and merge per DESIGN.md: see :func:`_match_sql`.
 4. Statistics. Deltas are taken only from rows this transaction inserted (``RETURNING``) or changed
    (merges: the difference between the real and the estimated ``ms_played``), aggregated in SQL and
@@ -758,17 +759,19 @@ UPDATE tmp_tracks t SET id = new.id, is_new = true FROM new
 UPDATE tmp_tracks t SET id = x.id FROM tracks x
  WHERE t.id IS NULL AND x.spotify_id IS NULL AND x.artist_key = t.artist_key AND x.name_key = t.name_key;
 
--- Album changes of existing tracks: full API data corrects, export data only fills a missing album.
+-- Album changes of existing tracks come from full API data only (it corrects, and the statistics of
+-- every user move with it under the exclusive catalog lock). Export data never changes an existing
+-- track's album or credits, not even a missing one: other users' batches may be counting its plays
+-- at the same time under the shared lock. Such a track is a catalog gap that enrichment fills.
 INSERT INTO tmp_album_moves (track_id, old_album, new_album)
 SELECT x.id, x.album_id, t.album_id FROM tmp_tracks t JOIN tracks x ON x.id = t.id
  WHERE NOT t.is_new AND t.album_id IS NOT NULL AND x.album_id IS DISTINCT FROM t.album_id
-   AND (t.full_data OR x.album_id IS NULL);
+   AND t.full_data;
 UPDATE tracks x SET
        name = CASE WHEN t.full_data THEN t.name ELSE x.name END,
        name_key = CASE WHEN t.full_data THEN t.name_key ELSE x.name_key END,
        artist_key = CASE WHEN t.full_data THEN t.artist_key ELSE x.artist_key END,
-       album_id = CASE WHEN t.full_data THEN COALESCE(t.album_id, x.album_id)
-                       ELSE COALESCE(x.album_id, t.album_id) END,
+       album_id = CASE WHEN t.full_data THEN COALESCE(t.album_id, x.album_id) ELSE x.album_id END,
        duration_ms = CASE WHEN t.full_data THEN COALESCE(t.duration_ms, x.duration_ms)
                           ELSE COALESCE(x.duration_ms, t.duration_ms) END,
        explicit = COALESCE(t.explicit, x.explicit),
@@ -779,11 +782,10 @@ UPDATE tracks x SET
                          IS DISTINCT FROM (t.name, t.artist_key, COALESCE(t.album_id, x.album_id),
                                            COALESCE(t.duration_ms, x.duration_ms),
                                            COALESCE(t.explicit, x.explicit)))
-        OR (NOT t.full_data AND ((x.album_id IS NULL AND t.album_id IS NOT NULL)
-                                 OR (x.duration_ms IS NULL AND t.duration_ms IS NOT NULL))));
+        OR (NOT t.full_data AND x.duration_ms IS NULL AND t.duration_ms IS NOT NULL));
 
--- Credits: full API data replaces the credits of existing tracks (statistics move with them);
--- new tracks, and existing ones without any credit, take the credits of the batch.
+-- Credits: full API data replaces the credits of existing tracks (statistics move with them); new
+-- tracks take the credits of the batch.
 INSERT INTO tmp_credit_moves (track_id, artist_id, sign)
 SELECT old.track_id, old.artist_id, -1 FROM track_artists old
   JOIN tmp_tracks t ON t.id = old.track_id AND t.full_data AND NOT t.is_new
@@ -793,16 +795,15 @@ UNION ALL
 SELECT t.id, ar.id, 1 FROM tmp_tracks t
   JOIN tmp_track_artists ta USING (tk) JOIN tmp_artists ar USING (rk)
  WHERE NOT t.is_new
-   AND ((t.full_data AND NOT EXISTS (SELECT 1 FROM track_artists x
-                                      WHERE x.track_id = t.id AND x.artist_id = ar.id))
-        OR (NOT t.full_data AND NOT EXISTS (SELECT 1 FROM track_artists x WHERE x.track_id = t.id)));
+   AND t.full_data AND NOT EXISTS (SELECT 1 FROM track_artists x
+                                    WHERE x.track_id = t.id AND x.artist_id = ar.id);
 DELETE FROM track_artists x USING tmp_credit_moves m
  WHERE m.sign = -1 AND x.track_id = m.track_id AND x.artist_id = m.artist_id;
 -- (Two keys of a batch can name one track, its Spotify id and its artist and name: one credit.)
 INSERT INTO track_artists (track_id, artist_id, position)
 SELECT DISTINCT ON (t.id, ar.id) t.id, ar.id, ta.position FROM tmp_tracks t
   JOIN tmp_track_artists ta USING (tk) JOIN tmp_artists ar USING (rk)
- WHERE t.is_new OR t.full_data OR NOT EXISTS (SELECT 1 FROM track_artists x WHERE x.track_id = t.id)
+ WHERE t.is_new OR t.full_data
  ORDER BY t.id, ar.id, t.full_data DESC, t.is_new DESC, ta.position
 ON CONFLICT (track_id, artist_id) DO UPDATE SET position = EXCLUDED.position
  WHERE track_artists.position <> EXCLUDED.position;
