@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -85,44 +86,66 @@ def test_random_interleavings_keep_every_statistic_exact(
     assert stats.verify(db_conn, user) == []
 
 
-def test_concurrent_sync_and_import_of_one_user_never_lose_or_double_a_count(
-    db_conn: psycopg.Connection[Any], database_url: str
-) -> None:
-    user = make_user(db_conn, spotify_id="concurrent")
-    rounds, per_round = 12, 25
-    errors: list[BaseException] = []
+def _rounds(per_round: int, tracks: int, ms: int, spacing: timedelta) -> Callable[[str, int], list[Play]]:
+    """The plays of round ``r``: a sync's API plays, or the same plays as an import has them (a
+    few seconds earlier, with their real duration)."""
 
     def plays(kind: str, r: int) -> list[Play]:
         out = []
         for i in range(per_round):
-            when = BASE + timedelta(hours=r, minutes=i * 4)
+            when = BASE + timedelta(hours=r) + i * spacing
             if kind == "api":
-                out.append(api_play(i % 7, when))
+                out.append(api_play(i % tracks, when))
             else:
-                out.append(extended_play(i % 7, when - timedelta(seconds=5), ms=111_000))
+                out.append(extended_play(i % tracks, when - timedelta(seconds=5), ms=ms))
         return out
 
-    def worker(kind: str) -> None:
+    return plays
+
+
+def _race(*jobs: Callable[[], None]) -> None:
+    """Run the jobs on threads of their own at once; fail with what any of them raised."""
+    errors: list[BaseException] = []
+
+    def run(job: Callable[[], None]) -> None:
         try:
-            with psycopg.connect(database_url, autocommit=True) as conn:
-                for r in range(rounds):
-                    ingest(conn, user, plays(kind, r))
-                    ingest(conn, user, plays(kind, r))  # a redelivery, racing the other source
+            job()
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in ("api", "import")]
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors
-    rows = db_conn.execute(
+
+
+def _assert_merged_exactly(conn: psycopg.Connection[Any], user: int, plays: int, ms: int) -> None:
+    """Every play stored once, made exact by its import twin, and exact statistics."""
+    rows = conn.execute(
         "SELECT count(*), sum(ms_played), bool_or(is_estimated) FROM listening_events WHERE user_id = %s",
         (user,),
     ).fetchone()
-    assert rows == (rounds * per_round, rounds * per_round * 111_000, False)
-    assert stats.verify(db_conn, user) == []
+    assert rows == (plays, plays * ms, False)
+    assert stats.verify(conn, user) == []
+
+
+def test_concurrent_sync_and_import_of_one_user_never_lose_or_double_a_count(
+    db_conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    user = make_user(db_conn, spotify_id="concurrent")
+    rounds, per_round = 12, 25
+    plays = _rounds(per_round, 7, 111_000, timedelta(minutes=4))
+
+    def worker(kind: str) -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for r in range(rounds):
+                ingest(conn, user, plays(kind, r))
+                ingest(conn, user, plays(kind, r))  # a redelivery, racing the other source
+
+    _race(lambda: worker("api"), lambda: worker("import"))
+    _assert_merged_exactly(db_conn, user, rounds * per_round, 111_000)
 
 
 def _events(conn: psycopg.Connection[Any], user: int) -> list[tuple[Any, ...]]:
@@ -179,48 +202,22 @@ def test_concurrent_sync_and_bulk_import_of_one_user_stay_exact(
     """The import's path (bulk_ingest) racing syncs of the same user, both redelivering."""
     user = make_user(db_conn, spotify_id="concurrent-bulk")
     rounds, per_round = 10, 30
-    errors: list[BaseException] = []
+    plays = _rounds(per_round, 9, 99_000, timedelta(minutes=2))
     partitions.ensure_range(db_conn, BASE, BASE + timedelta(hours=rounds + 1))
 
-    def plays(kind: str, r: int) -> list[Play]:
-        out = []
-        for i in range(per_round):
-            when = BASE + timedelta(hours=r, minutes=i * 2)
-            if kind == "api":
-                out.append(api_play(i % 9, when))
-            else:
-                out.append(extended_play(i % 9, when - timedelta(seconds=4), ms=99_000))
-        return out
-
     def syncs() -> None:
-        try:
-            with psycopg.connect(database_url, autocommit=True) as conn:
-                for r in range(rounds):
-                    ingest(conn, user, plays("api", r))
-                    ingest(conn, user, plays("api", r))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for r in range(rounds):
+                ingest(conn, user, plays("api", r))
+                ingest(conn, user, plays("api", r))
 
     def imports() -> None:
-        try:
-            with psycopg.connect(database_url, autocommit=True) as conn:
-                for r in range(0, rounds, 2):
-                    with bulk_ingest(conn, user) as bulk:
-                        bulk.add(plays("import", r))
-                        bulk.add(plays("import", r + 1))
-                        bulk.add(plays("import", r))  # a redelivery inside the transaction
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for r in range(0, rounds, 2):
+                with bulk_ingest(conn, user) as bulk:
+                    bulk.add(plays("import", r))
+                    bulk.add(plays("import", r + 1))
+                    bulk.add(plays("import", r))  # a redelivery inside the transaction
 
-    threads = [threading.Thread(target=syncs), threading.Thread(target=imports)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    rows = db_conn.execute(
-        "SELECT count(*), sum(ms_played), bool_or(is_estimated) FROM listening_events WHERE user_id = %s",
-        (user,),
-    ).fetchone()
-    assert rows == (rounds * per_round, rounds * per_round * 99_000, False)
-    assert stats.verify(db_conn, user) == []
+    _race(syncs, imports)
+    _assert_merged_exactly(db_conn, user, rounds * per_round, 99_000)
