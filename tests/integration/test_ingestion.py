@@ -294,6 +294,29 @@ def test_a_failed_bulk_ingestion_leaves_nothing_behind(db_conn: psycopg.Connecti
     assert_exact(db_conn, user)
 
 
+def test_tracks_of_a_rolled_back_import_transaction_are_resolved_again(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    """An import keeps the tracks it resolved for its next transaction, but not those of one that
+    was rolled back: the tracks it created are gone with it."""
+    import pytest
+
+    from myi.ingestion import KnownTracks, bulk_ingest
+
+    known: KnownTracks = {}
+    with pytest.raises(RuntimeError), bulk_ingest(db_conn, user, known=known) as bulk:
+        bulk.add([extended_play(1, at(0))])
+        bulk.flush()
+        raise RuntimeError("the worker stopped")
+    assert known == {}
+    with bulk_ingest(db_conn, user, known=known) as bulk:
+        bulk.add([extended_play(1, at(0))])
+    assert db_conn.execute(
+        "SELECT count(*) FROM listening_events e JOIN tracks t ON t.id = e.track_id"
+    ).fetchone() == (1,)
+    assert_exact(db_conn, user)
+
+
 def test_merging_a_provisional_artist_keeps_every_users_statistics_exact(
     db_conn: psycopg.Connection[Any], user: int
 ) -> None:

@@ -304,13 +304,11 @@ def ingest(
     attempts = 1 if outer else MAX_ATTEMPTS
     for attempt in range(1, attempts + 1):
         try:
-            with conn.transaction(), conn.cursor() as cur:
-                ex = _Exec(cur, counter)
+            with _transaction(conn, counter) as ex:
                 _lock(ex, user_id, exclusive_catalog=staged.has_full)
-                _prepare(conn, ex, nested=outer)
                 counts = _ingest_batch(ex, user_id, staged, import_id)
                 _apply_deltas(ex, user_id)
-                return counts
+            return counts
         except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
             if attempt == attempts:
                 raise
@@ -353,6 +351,7 @@ class BulkIngest:
         # Spotify ids handed to the writer to resolve: known by the time it writes what follows.
         self._resolving: set[tuple[str, ...]] = set()
         # The writer's side.
+        self._learnt: list[tuple[str, ...]] = []  # keys this transaction added to ``known``
         self._fresh: set[int] = set()
         self._since_flush = IngestResult()
         self.result = IngestResult()
@@ -417,6 +416,13 @@ class BulkIngest:
         """Stop the background writer (after the statement it runs, if any)."""
         self._writer.close()
 
+    def forget(self) -> None:
+        """The transaction is rolled back: the tracks it resolved (some it created) are unknown
+        again to whoever keeps ``known`` for the next transaction."""
+        for key in self._learnt:
+            self._known.pop(key, None)
+        self._learnt.clear()
+
     def _submit_queue(self) -> None:
         if self._new:
             self._resolving.update(k for k in self._new if k[0] == "s")
@@ -471,6 +477,7 @@ class BulkIngest:
         fresh: set[int] = set()
         for tk, track_id, alt_ids, artist_key, track_name_key, is_new in rows:
             self._known[by_tk[tk]] = (int(track_id), list(alt_ids), (artist_key, track_name_key))
+            self._learnt.append(by_tk[tk])
             if is_new and len(alt_ids) == 1:
                 fresh.add(int(track_id))
         return fresh
@@ -595,17 +602,20 @@ def bulk_ingest(
     the statistics before the block ends, so the caller's own statements come last (the fewer
     statements after them, the shorter their row locks last). ``known``: the tracks an earlier
     transaction of the same import resolved (filled as batches resolve more)."""
-    nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-    with conn.transaction(), conn.cursor() as cur:
-        ex = _Exec(cur, counter)
-        _lock(ex, user_id, exclusive_catalog=False)
-        _prepare(conn, ex, nested=nested)
-        bulk = BulkIngest(ex, user_id, import_id, known)
-        try:
-            yield bulk
-            bulk.finish()
-        finally:
-            bulk.close()
+    bulk: BulkIngest | None = None
+    try:
+        with _transaction(conn, counter) as ex:
+            _lock(ex, user_id, exclusive_catalog=False)
+            bulk = BulkIngest(ex, user_id, import_id, known)
+            try:
+                yield bulk
+                bulk.finish()
+            finally:
+                bulk.close()
+    except BaseException:
+        if bulk is not None:
+            bulk.forget()
+        raise
 
 
 def _stage_checked(plays: Sequence[Play], known: KnownTracks | None = None) -> _Staged:
@@ -626,14 +636,31 @@ def _lock(ex: _Exec, user_id: int, *, exclusive_catalog: bool) -> None:
         raise LookupError(f"no user {user_id}")
 
 
-def _prepare(conn: psycopg.Connection[Any], ex: _Exec, *, nested: bool) -> None:
-    """The temporary tables, empty. They empty themselves at every commit (ON COMMIT DELETE ROWS),
-    so only a savepoint inside a caller's transaction (``nested``) may find an earlier batch's rows."""
-    if conn not in _prepared:
-        ex.script(_TEMP_TABLES)
+@contextmanager
+def _transaction(conn: psycopg.Connection[Any], counter: StatementCounter | None) -> Iterator[_Exec]:
+    """A transaction (a savepoint inside a caller's) with the batch's temporary tables, empty.
+
+    The tables are created once per connection; they empty themselves at every commit (ON COMMIT
+    DELETE ROWS), so only a savepoint inside a caller's transaction may find an earlier batch's
+    rows. A connection counts as prepared once the transaction that created them has committed
+    (a rolled-back CREATE leaves no table); inside a caller's transaction, which may still roll
+    back, they are looked for."""
+    nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+    created = False
+    with conn.transaction(), conn.cursor() as cur:
+        ex = _Exec(cur, counter)
+        if nested:
+            row = ex("SELECT to_regclass('pg_temp.tmp_delta') IS NOT NULL").fetchone()
+            if row and row[0]:
+                ex(f"TRUNCATE {_BATCH_TABLES}, tmp_delta")
+            else:
+                ex.script(_TEMP_TABLES)
+        elif conn not in _prepared:
+            ex.script(_TEMP_TABLES)
+            created = True
+        yield ex
+    if created:
         _prepared.add(conn)
-    elif nested:
-        ex(f"TRUNCATE {_BATCH_TABLES}, tmp_delta")
 
 
 def _ingest_batch(ex: _Exec, user_id: int, st: _Staged, import_id: uuid.UUID | None) -> IngestResult:
@@ -934,11 +961,8 @@ def _merge_albums(ex: _Exec) -> None:
 
 
 def _merge_one(conn: psycopg.Connection[Any], table: str, provisional_id: int, real_id: int) -> None:
-    nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-    with conn.transaction(), conn.cursor() as cur:
-        ex = _Exec(cur, None)
+    with _transaction(conn, None) as ex:
         ex("SELECT pg_advisory_xact_lock(%s)", (CATALOG_LOCK,))
-        _prepare(conn, ex, nested=nested)
         ex(f"INSERT INTO {table} (p, r) VALUES (%s, %s)", (provisional_id, real_id))
         if table == "tmp_artist_merges":
             _merge_artists(ex)
@@ -1239,11 +1263,8 @@ def apply_track_metadata(conn: psycopg.Connection[Any], tracks: Sequence[TrackRe
         return
     staged = _stage([Play(t, datetime(1970, 1, 1).astimezone(), "api", None) for t in full])
     staged.plays.clear()
-    nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-    with conn.transaction(), conn.cursor() as cur:
-        ex = _Exec(cur, None)
+    with _transaction(conn, None) as ex:
         ex("SELECT pg_advisory_xact_lock(%s)", (CATALOG_LOCK,))
-        _prepare(conn, ex, nested=nested)
         _copy_staged(ex, staged)
         staged.has_full = True
         _upsert_catalog(ex, staged)
