@@ -36,8 +36,8 @@ class _Top:
     # rows (id, plays, ms_played) of the whole months: monthly statistics are kept per track, so an
     # artist's or album's month is the sum of its tracks' months
     months: str
-    # rows (id, plays, ms_played) of the edge events (per track first, then credited); {edge} is
-    # the events' predicate
+    # rows (id, plays, ms_played) of the edge events (summed per track first, then credited);
+    # {edge} is the events' predicate
     edge: str
 
 
@@ -180,10 +180,12 @@ def overview(conn: psycopg.Connection[Any], user_id: int, window: Window, *, now
                    UNION SELECT track_id FROM ev)
             SELECT {_DAYS_JSON},
                    (SELECT count(*) FROM tr) AS tracks,
-                   (SELECT count(DISTINCT ta.artist_id) FROM tr
-                      JOIN track_artists ta ON ta.track_id = tr.track_id) AS artists,
-                   (SELECT count(DISTINCT t.album_id) FROM tr JOIN tracks t ON t.id = tr.track_id)
-                       AS albums
+                   -- (the window's tracks are looked up one by one: no pass over the catalog)
+                   (SELECT count(DISTINCT ta.artist_id) FROM tr CROSS JOIN LATERAL (
+                        SELECT artist_id FROM track_artists WHERE track_id = tr.track_id OFFSET 0) ta)
+                       AS artists,
+                   (SELECT count(DISTINCT t.album_id) FROM tr CROSS JOIN LATERAL (
+                        SELECT album_id FROM tracks WHERE id = tr.track_id OFFSET 0) t) AS albums
             """,
             _window_params(window, user_id),
         )
