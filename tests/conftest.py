@@ -16,6 +16,7 @@ import pytest
 from myi import aws, db, migrate, partitions
 from myi.devtools import embedded
 from myi.settings import Settings, get_settings
+from myi.users import UNREFERENCED_TABLES
 
 # Fixtures of each area live in tests/fixtures/<area>.py; add yours here.
 pytest_plugins: list[str] = [
@@ -38,13 +39,7 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 USER_TABLES = (
     "users",
-    # a user's events and statistics do not reference users (migration 0006): named here
-    "listening_events",
-    "stat_user",
-    "stat_track",
-    "stat_artist",
-    "stat_album",
-    "stat_hour",
+    *UNREFERENCED_TABLES,  # a user's events and statistics, which do not reference users
     "tracks",
     "albums",
     "artists",

@@ -113,7 +113,14 @@ def first_and_last_played(
 
 # Tables of a user's own rows that do not reference users (id): bulk writes skip the per-row check
 # of a foreign key (migration 0006), so deleting a user removes these explicitly.
-_UNREFERENCED = ("listening_events", "stat_user", "stat_track", "stat_artist", "stat_album", "stat_hour")
+UNREFERENCED_TABLES = (
+    "listening_events",
+    "stat_user",
+    "stat_track",
+    "stat_artist",
+    "stat_album",
+    "stat_hour",
+)
 
 
 def delete(conn: psycopg.Connection[Any], user_id: int) -> bool:
@@ -122,7 +129,7 @@ def delete(conn: psycopg.Connection[Any], user_id: int) -> bool:
     flight either lands before (and is deleted) or finds the user gone. Shared catalog rows stay."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (USER_LOCK_CLASS, user_id))
-        for table in _UNREFERENCED:
+        for table in UNREFERENCED_TABLES:
             conn.execute(f"DELETE FROM {table} WHERE user_id = %s", (user_id,))
         cur = conn.execute("DELETE FROM users WHERE id = %s", (user_id,))
     return cur.rowcount > 0
