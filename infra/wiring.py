@@ -15,7 +15,7 @@ Method = Literal["GET", "POST", "PATCH", "DELETE", "PUT"]
 # environment variable, the local runtime into an emulated resource.
 Access = Literal[
     "db",  # Aurora PostgreSQL (IAM auth or secret)
-    "state_table",  # DynamoDB: PKCE states, rate-limit counters
+    "state_table",  # DynamoDB: PKCE states, rate-limit counters, dormancy (myi.dormancy)
     "token_key",  # the token-encryption key secret
     "token_key:init",  # writes the first key into the placeholder secret (the migration resource)
     "spotify_secret",  # the Spotify client secret
@@ -158,7 +158,7 @@ FUNCTIONS: tuple[Function, ...] = (
         memory_mb=1024,
         queue=QueueTrigger("import", batch_size=1, max_concurrency=5),
         schedules=(Schedule("import-sweep", "rate(1 hour)", "Fails imports that stopped making progress"),),
-        access=("db", "import_bucket:read", "import_queue:send", "enrichment_queue:send"),
+        access=("db", "state_table", "import_bucket:read", "import_queue:send", "enrichment_queue:send"),
     ),
     Function(
         name="sync_fanout",
@@ -166,7 +166,7 @@ FUNCTIONS: tuple[Function, ...] = (
         timeout_s=300,
         memory_mb=512,
         schedules=(Schedule("sync-fanout", "rate(15 minutes)", "Listening sync fan-out"),),
-        access=("db", "sync_queue:send"),
+        access=("db", "state_table", "sync_queue:send"),
     ),
     Function(
         name="sync_worker",

@@ -1,11 +1,15 @@
 """The import worker: S3 notifications (through SQS) and continuations of long imports; the
-``import-sweep`` schedule fails imports that stopped making progress."""
+``import-sweep`` schedule fails imports that stopped making progress (and keeps MYI awake while
+imports are under way; while it is dormant, the sweep leaves the database asleep)."""
+
+from datetime import UTC, datetime
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from myi import aws, db
+from myi.dormancy import Dormancy
 from myi.imports.worker import WorkerDeps, handle_message, sweep
 from myi.observability import logger, metrics, tracer
 from myi.settings import get_settings
@@ -29,11 +33,16 @@ def _deps(context: LambdaContext) -> WorkerDeps:
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    deps = _deps(context)
     if event.get("source") == "aws.events":
-        result = sweep(deps)
+        dormancy = Dormancy(get_settings())
+        if dormancy.dormant():
+            return {"dormant": True}
+        result = sweep(_deps(context))
         logger.info("import sweep done", extra=result)
+        if result["live"]:
+            dormancy.importing(datetime.now(UTC))
         return result
+    deps = _deps(context)
 
     def record_handler(record: SQSRecord) -> None:
         handle_message(deps, record.body)

@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from myi import aws, crypto, db, toplists
 from myi.auth.tokens import TokenManager
+from myi.dormancy import Dormancy
 from myi.observability import logger, metrics, tracer
 from myi.ratelimit import RateLimiter
 from myi.settings import get_settings
@@ -41,6 +42,8 @@ def record_handler(record: SQSRecord) -> None:
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     if event.get("source") == "aws.events":
         settings = get_settings()
+        if Dormancy(settings).dormant():
+            return {"users_queued": 0, "dormant": True}
         queued = toplists.sweep(settings, db.get_connection(settings), aws.client("sqs", settings))
         logger.info("top-list sweep done", extra={"users_queued": queued})
         return {"users_queued": queued}

@@ -437,7 +437,7 @@ def test_the_sweep_fails_stuck_and_abandoned_jobs(importer: Importer, db_conn: A
     )
     fresh = importer.create(user)
     deps = WorkerDeps(settings=importer.settings, conn=db_conn, s3=importer.deps.s3, sqs=importer.deps.sqs)
-    assert sweep(deps) == {"stuck_failed": 2, "abandoned": 1}
+    assert sweep(deps) == {"stuck_failed": 2, "abandoned": 1, "live": 1}
     assert jobs.get(db_conn, user, stuck["id"])["error"].startswith("The import stopped making progress")
     assert jobs.get(db_conn, user, lost["id"])["status"] == "failed"
     assert jobs.get(db_conn, user, abandoned["id"])["status"] == "failed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -59,6 +60,9 @@ def test_a_full_sign_in_creates_the_user_the_encrypted_grant_and_a_session(
     assert grant is not None and grant[2] is True
     refresh = crypto.decrypt(keyring, grant[0], grant[1], user_id=session.user_id, purpose="refresh")
     assert refresh.encode() not in bytes(grant[0])
+    awake = login_deps.dormancy.awake_until()  # the schedules wake for the active window (myi.dormancy)
+    window = timedelta(days=login_deps.settings.sync_active_days - 1)
+    assert awake is not None and awake >= login_deps.clock() + window
     again = sign_in(login_deps)  # the same Spotify user signs in again: same MYI user, new session
     second = sessions.resolve(db_conn, again.session, login_deps.settings, now=login_deps.clock())
     assert second is not None and second.user_id == session.user_id and again.session != done.session

@@ -203,6 +203,18 @@ def fanout(
     return sent
 
 
+def active_until(settings: Settings, conn: psycopg.Connection[Any]) -> datetime | None:
+    """Until when someone may be due: the newest sign-in of a user with a valid grant, plus the
+    fan-out's window (``SYNC_ACTIVE_DAYS``); None when nobody has a valid grant."""
+    row = conn.execute(
+        "SELECT max(u.last_login_at) FROM users u JOIN spotify_auth a ON a.user_id = u.id AND a.is_valid"
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    newest: datetime = row[0]
+    return newest + timedelta(days=settings.sync_active_days)
+
+
 def default_deps(settings: Settings) -> SyncDeps:
     """The dependencies of this execution environment."""
     from myi import aws, crypto, db

@@ -12,7 +12,9 @@ from pydantic import BaseModel, Field
 
 from myi import db
 from myi.api.session import current_user
+from myi.dormancy import Dormancy
 from myi.imports import jobs
+from myi.observability import logger
 from myi.settings import get_settings
 
 router = APIGatewayHttpRouter()
@@ -87,9 +89,14 @@ class ImportPage(BaseModel):
 def create_import(new: NewImport):  # a Response return annotation would enter the generated schema
     settings = get_settings()
     user_id = current_user(router)
+    now = datetime.now(UTC)
     body: dict[str, Any] = jobs.create(
-        db.get_connection(settings), settings, user_id, new.filename, new.size_bytes, now=datetime.now(UTC)
+        db.get_connection(settings), settings, user_id, new.filename, new.size_bytes, now=now
     )
+    try:
+        Dormancy(settings).importing(now)  # the import sweep watches the job until it ends
+    except Exception as exc:  # the job stands; only its sweep may come later
+        logger.warning("could not keep MYI awake for an import", extra={"reason": type(exc).__name__})
     return Response(
         status_code=201,
         content_type="application/json; charset=utf-8",

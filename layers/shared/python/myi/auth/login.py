@@ -20,6 +20,7 @@ from myi.api.errors import ApiError, InvalidRequest, RateLimited
 from myi.auth import pkce, sessions
 from myi.auth.tokens import store_grant
 from myi.crypto import KeyRing
+from myi.dormancy import Dormancy
 from myi.observability import logger
 from myi.ratelimit import RateLimiter
 from myi.settings import Settings, get_settings
@@ -41,6 +42,7 @@ class LoginDeps:
     webapi: WebApi
     keyring: Callable[[], KeyRing]
     limiter: RateLimiter
+    dormancy: Dormancy
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     @property
@@ -60,6 +62,7 @@ def default_deps() -> LoginDeps:
         webapi=WebApi(settings),
         keyring=lambda: crypto.load_keyring(settings),
         limiter=RateLimiter(settings),
+        dormancy=Dormancy(settings),
     )
 
 
@@ -93,7 +96,7 @@ def _login_error(deps: LoginDeps, code: str) -> Finished:
 
 def finish(deps: LoginDeps, params: Mapping[str, str], *, user_agent: str | None) -> Finished:
     """The callback: a single-use state, the code exchanged with its verifier, the user upserted,
-    the grant stored encrypted and a session made."""
+    the grant stored encrypted and a session made; the schedules wake up (myi.dormancy)."""
     state = params.get("state") or ""
     if params.get("error"):
         if state:
@@ -123,6 +126,7 @@ def finish(deps: LoginDeps, params: Mapping[str, str], *, user_agent: str | None
         return _login_error(deps, "spotify_error")
     now = deps.clock()
     ring = deps.keyring()
+    deps.dormancy.signed_in(now)
     conn = deps.conn()
     with conn.transaction():
         user_id = users.upsert_from_profile(conn, profile, now=now)

@@ -357,7 +357,8 @@ def _fail(deps: WorkerDeps, job: dict[str, Any], error: str) -> None:
 
 def sweep(deps: WorkerDeps) -> dict[str, int]:
     """Fail jobs stuck ``running`` (or ``queued`` for a continuation that never came) without
-    progress for ``IMPORT_STUCK_SECONDS``, and jobs whose upload never arrived."""
+    progress for ``IMPORT_STUCK_SECONDS``, and jobs whose upload never arrived; ``live`` counts the
+    jobs still under way afterwards."""
     s, now = deps.settings, deps.clock()
     stuck = deps.conn.execute(
         "SELECT id FROM import_jobs WHERE status IN ('running', 'queued') AND updated_at < %s",
@@ -381,4 +382,7 @@ def sweep(deps: WorkerDeps) -> dict[str, int]:
         "updated_at = %s WHERE status = 'awaiting_upload' AND created_at < %s",
         (now, now, now - timedelta(seconds=s.upload_url_ttl_s) - timedelta(hours=1)),
     ).rowcount
-    return {"stuck_failed": failed, "abandoned": abandoned}
+    row = deps.conn.execute(
+        "SELECT count(*) FROM import_jobs WHERE status IN ('awaiting_upload', 'queued', 'running')"
+    ).fetchone()
+    return {"stuck_failed": failed, "abandoned": abandoned, "live": int(row[0]) if row else 0}

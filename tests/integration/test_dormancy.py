@@ -1,0 +1,162 @@
+"""Dormancy: the schedules leave the database asleep while nobody uses MYI, and wake with a sign-in
+or an import. Handlers run as Lambda runs them, against a state table and a sync queue of each
+test's own (the emulator), and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import importlib.util
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from myi import aws
+from myi.auth.tokens import store_grant
+from myi.crypto import KeyRing
+from myi.dormancy import Dormancy
+from myi.imports import jobs
+from myi.settings import Settings, get_settings
+from tests.fixtures.api import signed_in
+from tests.fixtures.auth import grant_for
+from tests.fixtures.plays import make_user
+
+FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
+SCHEDULED = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+
+
+@dataclass
+class Context:
+    function_name: str = "test"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:test"
+    aws_request_id: str = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+def handler(function: str) -> Any:
+    path = FUNCTIONS / function / "handler.py"
+    spec = importlib.util.spec_from_file_location(f"myi_function_{function}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.lambda_handler
+
+
+@pytest.fixture
+def own(spotify_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """A state table that has never seen a sign-in and an empty sync queue, for the handlers too."""
+    dynamodb, sqs = aws.client("dynamodb", spotify_settings), aws.client("sqs", spotify_settings)
+    table = f"state-{uuid.uuid4().hex[:12]}"
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    queue = sqs.create_queue(QueueName=f"sync-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    monkeypatch.setenv("STATE_TABLE", table)
+    monkeypatch.setenv("SYNC_QUEUE_URL", queue)
+    monkeypatch.setenv("SYNC_COOLDOWN_SECONDS", "0")
+    get_settings.cache_clear()
+    yield spotify_settings.replace(state_table=table, sync_queue_url=queue)
+    get_settings.cache_clear()
+    sqs.delete_queue(QueueUrl=queue)
+    dynamodb.delete_table(TableName=table)
+
+
+def waiting(settings: Settings) -> int:
+    sqs = aws.client("sqs", settings)
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=settings.sync_queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesDelayed"])
+
+
+def listener(
+    conn: psycopg.Connection[Any], settings: Settings, keyring: KeyRing, last_login: datetime
+) -> int:
+    """A user with a valid grant who signed in at ``last_login`` (written straight to the database)."""
+    user = make_user(conn, "demo")
+    store_grant(conn, keyring, user, grant_for(settings, "demo"), now=datetime.now(UTC))
+    conn.execute("UPDATE users SET last_login_at = %s WHERE id = %s", (last_login, user))
+    return user
+
+
+def test_the_time_only_moves_later_and_no_time_means_run(own: Settings) -> None:
+    dormancy = Dormancy(own)
+    now = datetime.now(UTC).replace(microsecond=0)
+    assert dormancy.awake_until() is None and not dormancy.dormant(now)
+    dormancy.keep_awake(now + timedelta(hours=2))
+    dormancy.keep_awake(now + timedelta(hours=1))  # earlier: changes nothing
+    assert dormancy.awake_until() == now + timedelta(hours=2)
+    assert not dormancy.dormant(now + timedelta(hours=1)) and dormancy.dormant(now + timedelta(hours=2))
+    dormancy.signed_in(now)
+    assert dormancy.awake_until() == now + timedelta(days=own.sync_active_days)
+
+
+def test_an_unreadable_table_means_run(own: Settings) -> None:
+    assert not Dormancy(own.replace(state_table="no-such-table")).dormant()
+
+
+def test_the_fanout_sleeps_until_someone_signs_in(
+    own: Settings, db_conn: psycopg.Connection[Any], keyring: KeyRing
+) -> None:
+    fanout = handler("sync_fanout")
+    user = listener(db_conn, own, keyring, datetime.now(UTC) - timedelta(days=40))
+    # No time stored yet: the fan-out runs and stores when its newest user's window ended.
+    assert fanout(SCHEDULED, Context()) == {"enqueued": 0}
+    until = Dormancy(own).awake_until()
+    assert until is not None and until < datetime.now(UTC)
+    # Someone who became active without signing in through MYI is not looked for: nothing is
+    # claimed, nothing sent.
+    db_conn.execute("UPDATE users SET last_login_at = now() WHERE id = %s", (user,))
+    assert fanout(SCHEDULED, Context()) == {"enqueued": 0, "dormant": True}
+    assert waiting(own) == 0
+    row = db_conn.execute("SELECT next_sync_at FROM users WHERE id = %s", (user,)).fetchone()
+    assert row == (None,)
+    # A sign-in wakes the schedules: the user is synced, and kept in view for the active window.
+    Dormancy(own).signed_in(datetime.now(UTC))
+    assert fanout(SCHEDULED, Context()) == {"enqueued": 1}
+    assert waiting(own) == 1
+    until = Dormancy(own).awake_until()
+    assert until is not None and until > datetime.now(UTC) + timedelta(days=own.sync_active_days - 1)
+
+
+def test_the_other_sweeps_sleep_too(own: Settings, db_conn: psycopg.Connection[Any]) -> None:
+    Dormancy(own).keep_awake(datetime.now(UTC) - timedelta(minutes=1))
+    user = make_user(db_conn)
+    job = jobs.create(db_conn, own, user, "my_spotify_data.zip", 1000, now=datetime.now(UTC))["import"]
+    db_conn.execute(
+        "UPDATE import_jobs SET created_at = now() - interval '1 day' WHERE id = %s", (job["id"],)
+    )
+    assert handler("import_worker")(SCHEDULED, Context()) == {"dormant": True}
+    assert jobs.get(db_conn, user, job["id"])["status"] == "awaiting_upload"  # untouched
+    assert handler("enrichment_worker")(SCHEDULED, Context()) == {"dormant": True}
+    assert handler("top_stats")(SCHEDULED, Context()) == {"users_queued": 0, "dormant": True}
+
+
+def test_an_import_keeps_the_sweep_awake_while_it_is_under_way(
+    own: Settings, db_conn: psycopg.Connection[Any]
+) -> None:
+    sweep = handler("import_worker")
+    Dormancy(own).keep_awake(datetime.now(UTC) - timedelta(minutes=1))
+    user = make_user(db_conn)
+    refused = signed_in(db_conn, own, user).request(
+        "POST", "/me/imports", body={"filename": "my_spotify_data.zip", "size_bytes": 0}
+    )
+    assert refused.status == 400 and Dormancy(own).dormant()  # a refused import wakes nothing
+    created = signed_in(db_conn, own, user).request(
+        "POST", "/me/imports", body={"filename": "my_spotify_data.zip", "size_bytes": 1000}
+    )
+    assert created.status == 201 and not Dormancy(own).dormant()
+    assert sweep(SCHEDULED, Context()) == {"stuck_failed": 0, "abandoned": 0, "live": 1}
+    until = Dormancy(own).awake_until()
+    assert until is not None and until > datetime.now(UTC) + timedelta(hours=23)
