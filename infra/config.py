@@ -18,10 +18,13 @@ that deploy. Two profiles set the cost-shaped defaults; every value can still be
 | ``api_rate_limit`` / ``api_burst_limit`` | 20 / 40 | 500 / 1000 | HTTP API throttling per second |
 | ``sync_fanout_schedule`` | ``rate(1 hour)`` | the wiring's | how often due users are looked for |
 | ``publish_web`` | ``false`` | | publish ``web/`` to S3 behind CloudFront (then the SPA's origin) |
+| ``alarms_per_function`` | ``false`` | ``true`` | alarms per function, or one over the account's |
+| ``alarm_topic_key`` | ``false`` | ``true`` | encrypt the alarm topic with a customer managed KMS key |
 
 Spotify keeps a listener's latest 50 plays, more than two hours of continuous listening, and a full
 page makes the worker read on at once, so an hourly fan-out loses nothing; it lets the database of
-a personal deployment sleep most of the hour instead of waking every 15 minutes.
+a personal deployment sleep most of the hour instead of waking every 15 minutes (and, while nobody
+has signed in for ``SYNC_ACTIVE_DAYS``, not at all: ``myi.dormancy``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ class Config:
     layer_dir: str
     schedules: dict[str, str]  # rule -> expression, where the profile differs from the wiring
     publish_web: bool
+    # personal: one alarm on all of the account's function errors (and one on throttles) and an
+    # alarm topic without a customer managed key; scale: alarms per function, a key of its own.
+    alarms_per_function: bool
+    alarm_topic_key: bool
 
     @property
     def production(self) -> bool:
@@ -81,6 +88,8 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "api_rate_limit": 20,
         "api_burst_limit": 40,
         "sync_fanout_schedule": "rate(1 hour)",
+        "alarms_per_function": False,
+        "alarm_topic_key": False,
     },
     "scale": {
         "nat_count": 2,
@@ -91,6 +100,8 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "log_retention_days": 90,
         "api_rate_limit": 500,
         "api_burst_limit": 1000,
+        "alarms_per_function": True,
+        "alarm_topic_key": True,
     },
 }
 
@@ -130,6 +141,8 @@ def from_context(scope: Construct) -> Config:
         api_burst_limit=int(ctx("api_burst_limit", shape["api_burst_limit"])),
         layer_dir=str(ctx("layer_dir", "layers/shared/build")),
         publish_web=_flag(ctx("publish_web", "false")),
+        alarms_per_function=_flag(ctx("alarms_per_function", shape["alarms_per_function"])),
+        alarm_topic_key=_flag(ctx("alarm_topic_key", shape["alarm_topic_key"])),
         schedules=(
             {"sync-fanout": str(ctx("sync_fanout_schedule", shape["sync_fanout_schedule"]))}
             if ctx("sync_fanout_schedule", shape.get("sync_fanout_schedule"))

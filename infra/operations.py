@@ -31,8 +31,12 @@ class Operations(Construct):
         database: Database,
     ) -> None:
         super().__init__(scope, id)
-        key = kms.Key(self, "AlarmsKey", enable_key_rotation=True, description="MYI alarm topic")
-        key.grant_encrypt_decrypt(iam.ServicePrincipal("cloudwatch.amazonaws.com"))
+        key: kms.Key | None = None
+        if config.alarm_topic_key:
+            # CloudWatch can only publish to a topic encrypted with a key whose policy lets it in,
+            # which the AWS managed SNS key does not.
+            key = kms.Key(self, "AlarmsKey", enable_key_rotation=True, description="MYI alarm topic")
+            key.grant_encrypt_decrypt(iam.ServicePrincipal("cloudwatch.amazonaws.com"))
         self.topic = sns.Topic(
             self, "Alarms", topic_name=config.name("alarms"), master_key=key, enforce_ssl=True
         )
@@ -66,15 +70,31 @@ class Operations(Construct):
                 1,
                 f"Messages in the {name} dead-letter queue: see the README on redriving",
             )
-        for name, deployed in functions.deployed.items():
-            fn = deployed.function
-            alarm(f"{name}-errors", fn.metric_errors(period=Duration.minutes(5)), 1, f"{name} failed")
-            alarm(
-                f"{name}-throttles",
-                fn.metric_throttles(period=Duration.minutes(5)),
-                1,
-                f"{name} was throttled",
-            )
+        if config.alarms_per_function:
+            for name, deployed in functions.deployed.items():
+                fn = deployed.function
+                alarm(f"{name}-errors", fn.metric_errors(period=Duration.minutes(5)), 1, f"{name} failed")
+                alarm(
+                    f"{name}-throttles",
+                    fn.metric_throttles(period=Duration.minutes(5)),
+                    1,
+                    f"{name} was throttled",
+                )
+        else:
+            # An alarm is billed per metric it watches, so one alarm over the account's functions
+            # costs a tenth of one per function; the dashboard shows which function it was.
+            for metric, what in (("Errors", "failed"), ("Throttles", "was throttled")):
+                alarm(
+                    f"functions-{metric.lower()}",
+                    cw.Metric(
+                        namespace="AWS/Lambda",
+                        metric_name=metric,
+                        statistic="Sum",
+                        period=Duration.minutes(5),
+                    ),
+                    1,
+                    f"A function of the account {what} (the dashboard's Errors graph names it)",
+                )
         api_5xx = cw.Metric(
             namespace="AWS/ApiGateway",
             metric_name="5xx",
@@ -107,14 +127,22 @@ class Operations(Construct):
                 ],
                 width=12,
             ),
-            cw.GraphWidget(title="API 5xx", left=[api_5xx], width=8),
-            cw.GraphWidget(title="Database connections", left=[connections], width=8),
+            cw.GraphWidget(
+                title="Throttles",
+                left=[
+                    d.function.metric_throttles(period=Duration.minutes(5))
+                    for d in functions.deployed.values()
+                ],
+                width=12,
+            ),
+            cw.GraphWidget(title="API 5xx", left=[api_5xx], width=12),
+            cw.GraphWidget(title="Database connections", left=[connections], width=12),
             cw.GraphWidget(
                 title="Dead-letter queues",
                 left=[
                     q.metric_approximate_number_of_messages_visible(period=Duration.minutes(5))
                     for q in queues.dlqs.values()
                 ],
-                width=8,
+                width=12,
             ),
         )

@@ -260,3 +260,25 @@ def test_every_function_role_may_write_its_logs_and_attach_to_the_vpc(
             a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
         }
         assert {"logs:PutLogEvents", "ec2:CreateNetworkInterface"} <= actions, fn.name
+
+
+def test_alarms_watch_every_dead_letter_queue_and_every_function(
+    synthesised: tuple[str, Template, Path],
+) -> None:
+    profile, template, _ = synthesised
+    alarms = [a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()]
+    assert all(a["AlarmActions"] for a in alarms)
+    depths = [a for a in alarms if a["MetricName"] == "ApproximateNumberOfMessagesVisible"]
+    assert len(depths) == len(WIRING.queues)
+    lambda_alarms = [a for a in alarms if a["Namespace"] == "AWS/Lambda"]
+    (topic,) = resources(template, "AWS::SNS::Topic").values()
+    if profile == "personal":
+        # One alarm each over all functions (no dimensions), within CloudWatch's ten free alarms;
+        # the topic without a customer managed key.
+        assert sorted(a["MetricName"] for a in lambda_alarms) == ["Errors", "Throttles"]
+        assert all("Dimensions" not in a for a in lambda_alarms)
+        assert len(alarms) <= 10
+        assert "KmsMasterKeyId" not in topic["Properties"] and not resources(template, "AWS::KMS::Key")
+    else:
+        assert len(lambda_alarms) == 2 * len(WIRING.functions)
+        assert "KmsMasterKeyId" in topic["Properties"]
