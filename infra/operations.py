@@ -111,30 +111,21 @@ class Operations(Construct):
         )
 
         dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=config.name("overview"))
+
+        def per_function(title: str, metric: str) -> cw.GraphWidget:
+            return cw.GraphWidget(
+                title=title,
+                left=[
+                    d.function.metric(metric, period=Duration.minutes(5), statistic="Sum")
+                    for d in functions.deployed.values()
+                ],
+                width=12,
+            )
+
         dashboard.add_widgets(
-            cw.GraphWidget(
-                title="Invocations",
-                left=[
-                    d.function.metric_invocations(period=Duration.minutes(5))
-                    for d in functions.deployed.values()
-                ],
-                width=12,
-            ),
-            cw.GraphWidget(
-                title="Errors",
-                left=[
-                    d.function.metric_errors(period=Duration.minutes(5)) for d in functions.deployed.values()
-                ],
-                width=12,
-            ),
-            cw.GraphWidget(
-                title="Throttles",
-                left=[
-                    d.function.metric_throttles(period=Duration.minutes(5))
-                    for d in functions.deployed.values()
-                ],
-                width=12,
-            ),
+            per_function("Invocations", "Invocations"),
+            per_function("Errors", "Errors"),
+            per_function("Throttles", "Throttles"),
             cw.GraphWidget(title="API 5xx", left=[api_5xx], width=12),
             cw.GraphWidget(title="Database connections", left=[connections], width=12),
             cw.GraphWidget(

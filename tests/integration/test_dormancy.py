@@ -4,12 +4,9 @@ test's own (the emulator), and a real PostgreSQL."""
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,33 +17,22 @@ from myi.auth.tokens import store_grant
 from myi.crypto import KeyRing
 from myi.dormancy import Dormancy
 from myi.imports import jobs
+from myi.local.context import LocalContext
+from myi.local.runtime import REPO_ROOT, load_handler
 from myi.settings import Settings, get_settings
 from tests.fixtures.api import signed_in
 from tests.fixtures.auth import grant_for
 from tests.fixtures.plays import make_user
 
-FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 SCHEDULED = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
 
 
-@dataclass
-class Context:
-    function_name: str = "test"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:test"
-    aws_request_id: str = "req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
-
-
 def handler(function: str) -> Any:
-    path = FUNCTIONS / function / "handler.py"
-    spec = importlib.util.spec_from_file_location(f"myi_function_{function}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.lambda_handler
+    return load_handler(REPO_ROOT / "functions", function)
+
+
+def context() -> LocalContext:
+    return LocalContext("test", 512, 60)
 
 
 @pytest.fixture
@@ -112,19 +98,19 @@ def test_the_fanout_sleeps_until_someone_signs_in(
     fanout = handler("sync_fanout")
     user = listener(db_conn, own, keyring, datetime.now(UTC) - timedelta(days=40))
     # No time stored yet: the fan-out runs and stores when its newest user's window ended.
-    assert fanout(SCHEDULED, Context()) == {"enqueued": 0}
+    assert fanout(SCHEDULED, context()) == {"enqueued": 0}
     until = Dormancy(own).awake_until()
     assert until is not None and until < datetime.now(UTC)
     # Someone who became active without signing in through MYI is not looked for: nothing is
     # claimed, nothing sent.
     db_conn.execute("UPDATE users SET last_login_at = now() WHERE id = %s", (user,))
-    assert fanout(SCHEDULED, Context()) == {"enqueued": 0, "dormant": True}
+    assert fanout(SCHEDULED, context()) == {"enqueued": 0, "dormant": True}
     assert waiting(own) == 0
     row = db_conn.execute("SELECT next_sync_at FROM users WHERE id = %s", (user,)).fetchone()
     assert row == (None,)
     # A sign-in wakes the schedules: the user is synced, and kept in view for the active window.
     Dormancy(own).signed_in(datetime.now(UTC))
-    assert fanout(SCHEDULED, Context()) == {"enqueued": 1}
+    assert fanout(SCHEDULED, context()) == {"enqueued": 1}
     assert waiting(own) == 1
     until = Dormancy(own).awake_until()
     assert until is not None and until > datetime.now(UTC) + timedelta(days=own.sync_active_days - 1)
@@ -137,10 +123,10 @@ def test_the_other_sweeps_sleep_too(own: Settings, db_conn: psycopg.Connection[A
     db_conn.execute(
         "UPDATE import_jobs SET created_at = now() - interval '1 day' WHERE id = %s", (job["id"],)
     )
-    assert handler("import_worker")(SCHEDULED, Context()) == {"dormant": True}
+    assert handler("import_worker")(SCHEDULED, context()) == {"dormant": True}
     assert jobs.get(db_conn, user, job["id"])["status"] == "awaiting_upload"  # untouched
-    assert handler("enrichment_worker")(SCHEDULED, Context()) == {"dormant": True}
-    assert handler("top_stats")(SCHEDULED, Context()) == {"users_queued": 0, "dormant": True}
+    assert handler("enrichment_worker")(SCHEDULED, context()) == {"dormant": True}
+    assert handler("top_stats")(SCHEDULED, context()) == {"users_queued": 0, "dormant": True}
 
 
 def test_an_import_keeps_the_sweep_awake_while_it_is_under_way(
@@ -157,6 +143,6 @@ def test_an_import_keeps_the_sweep_awake_while_it_is_under_way(
         "POST", "/me/imports", body={"filename": "my_spotify_data.zip", "size_bytes": 1000}
     )
     assert created.status == 201 and not Dormancy(own).dormant()
-    assert sweep(SCHEDULED, Context()) == {"stuck_failed": 0, "abandoned": 0, "live": 1}
+    assert sweep(SCHEDULED, context()) == {"stuck_failed": 0, "abandoned": 0, "live": 1}
     until = Dormancy(own).awake_until()
     assert until is not None and until > datetime.now(UTC) + timedelta(hours=23)

@@ -48,6 +48,20 @@ def error_json(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
+def load_handler(functions_dir: Path, name: str) -> Callable[..., Any]:
+    """``functions/<name>/handler.py``'s ``lambda_handler``, loaded as Lambda loads it."""
+    path = functions_dir / name / "handler.py"
+    if not path.exists():
+        raise LookupError(f"function {name} has no handler at {path}")
+    spec = importlib.util.spec_from_file_location(f"myi_function_{name}", path)
+    assert spec and spec.loader
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    handler: Callable[..., Any] = module.lambda_handler
+    return handler
+
+
 @dataclass
 class Invocation:
     ok: bool
@@ -78,15 +92,7 @@ class Runtime:
     def handler(self, fn: Function) -> Callable[..., Any]:
         with self._load_lock:
             if fn.name not in self._handlers:
-                path = self.functions_dir / fn.name / "handler.py"
-                if not path.exists():
-                    raise LookupError(f"function {fn.name} has no handler at {path}")
-                spec = importlib.util.spec_from_file_location(f"myi_function_{fn.name}", path)
-                assert spec and spec.loader
-                module: ModuleType = importlib.util.module_from_spec(spec)
-                sys.modules[spec.name] = module
-                spec.loader.exec_module(module)
-                self._handlers[fn.name] = module.lambda_handler
+                self._handlers[fn.name] = load_handler(self.functions_dir, fn.name)
             return self._handlers[fn.name]
 
     def invoke(self, fn: Function, event: dict[str, Any], trigger: str) -> Invocation:
