@@ -1,11 +1,12 @@
 """Partition maintenance (EventBridge, daily): this month and the next N exist; the default
-partition is emptied into real ones; sessions long expired or revoked are deleted."""
+partition is emptied into real ones; sessions long expired or revoked are deleted; the users' recent
+floors move on (myi.stats.advance_recent)."""
 
 from datetime import UTC, datetime
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from myi import db, partitions
+from myi import db, partitions, stats
 from myi.auth import sessions
 from myi.observability import logger, metrics, tracer
 from myi.settings import get_settings
@@ -19,12 +20,14 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     conn = db.get_connection(settings)
     result = partitions.maintain(conn, datetime.now(UTC).date(), settings.partition_months_ahead)
     result["sessions_purged"] = sessions.purge(conn, now=datetime.now(UTC))
+    result.update(stats.advance_recent(conn, now=datetime.now(UTC)))
     logger.info(
         "partition maintenance done",
         extra={
             "partitions_created": result["created"],
             "default_rows_left": result["default_rows_left"],
             "sessions_purged": result["sessions_purged"],
+            "recent_floors_moved": result["recent_floors_moved"],
         },
     )
     return result

@@ -137,10 +137,15 @@ def test_a_rolling_window_counts_only_the_plays_inside_it(
     assert api.get("/me/stats/overview", range_="6m").body["plays"] == 4
 
 
+@pytest.mark.parametrize("recent", [False, True], ids=["months-and-edges", "recent-rows"])
 def test_whole_months_and_edges_give_the_same_figures_as_the_events(
-    db_conn: Conn, alice: tuple[int, ApiClient]
+    db_conn: Conn, alice: tuple[int, ApiClient], recent: bool
 ) -> None:
+    """Either from the months and edges, or (every play kept in the recent rows) from the recent
+    rows less long strips on both sides of each window."""
     user, api = alice
+    if recent:
+        db_conn.execute("UPDATE users SET recent_floor = '2023-01-01' WHERE id = %s", (user,))
     rng = random.Random(7)
     start = datetime(2023, 11, 20, tzinfo=UTC)
     plays = []

@@ -54,7 +54,7 @@ def gaps(conn: Any) -> list[tuple[str, str]]:
 def test_enrichment_resolves_provisional_artists_and_albums_with_exact_statistics(
     db_conn: Any, spotify_settings: Settings, client: SpotifyClient, fake_spotify: FakeSpotify
 ) -> None:
-    user = make_user(db_conn)
+    user = make_user(db_conn, recent_floor=NOW - timedelta(hours=30))  # half the plays are recent
     track_ids = list(fake_spotify.world.tracks)[:30]
     plays = [export_play(fake_spotify, t, NOW - timedelta(hours=i)) for i, t in enumerate(track_ids * 2)]
     ingest(db_conn, user, plays)

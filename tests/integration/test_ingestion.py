@@ -8,7 +8,7 @@ import psycopg
 
 from myi import stats
 from myi.ingestion import IngestResult, ingest
-from tests.fixtures.plays import account_play, api_play, at, extended_play, make_user
+from tests.fixtures.plays import RECENT_FLOOR, account_play, api_play, at, extended_play, make_user
 
 
 def events(conn: psycopg.Connection[Any], user: int) -> list[tuple[Any, ...]]:
@@ -168,7 +168,7 @@ def test_an_export_record_never_fills_the_album_or_credits_of_a_stored_track(
     bare = extended_play(7, at(0))
     bare = replace(bare, track=replace(bare.track, artists=(), album=None))
     ingest(db_conn, user, [bare])
-    other = make_user(db_conn, "other")
+    other = make_user(db_conn, "other", recent_floor=RECENT_FLOOR)
     ingest(db_conn, other, [extended_play(7, at(600))])
     assert db_conn.execute(
         "SELECT album_id, (SELECT count(*) FROM track_artists WHERE track_id = t.id) FROM tracks t"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from myi import ingestion, partitions, stats
 from myi.ingestion import IngestResult, bulk_ingest, ingest
 from myi.plays import Play
-from tests.fixtures.plays import BASE, account_play, api_play, extended_play, make_user
+from tests.fixtures.plays import BASE, RECENT_FLOOR, account_play, api_play, extended_play, make_user
 
 # Offsets chosen so that near-duplicates at the edges of both tolerances occur often.
 OFFSETS = [0, 1, 29, 30, 31, 59, 60, 61, 90, 600, 3600, 86_400]
@@ -71,7 +71,7 @@ def steps(draw: st.DrawFn) -> list[tuple[str, list[list[Play]]]]:
 def test_random_interleavings_keep_every_statistic_exact(
     db_conn: psycopg.Connection[Any], sequence: list[list[Play]]
 ) -> None:
-    user = make_user(db_conn, spotify_id=f"prop-{uuid.uuid4().hex}")
+    user = make_user(db_conn, spotify_id=f"prop-{uuid.uuid4().hex}", recent_floor=RECENT_FLOOR)
     added_total = 0
     for batch in sequence:
         result = ingest(db_conn, user, batch)
@@ -134,7 +134,7 @@ def _assert_merged_exactly(conn: psycopg.Connection[Any], user: int, plays: int,
 def test_concurrent_sync_and_import_of_one_user_never_lose_or_double_a_count(
     db_conn: psycopg.Connection[Any], database_url: str
 ) -> None:
-    user = make_user(db_conn, spotify_id="concurrent")
+    user = make_user(db_conn, spotify_id="concurrent", recent_floor=RECENT_FLOOR)
     rounds, per_round = 12, 25
     plays = _rounds(per_round, 7, 111_000, timedelta(minutes=4))
 
@@ -168,8 +168,8 @@ def test_bulk_ingestion_stores_what_batch_by_batch_ingestion_stores(
     """An import's transactions (bulk_ingest: plays of new tracks waiting for one catalog pass,
     batches with nothing stored nearby copied straight in) store exactly the events and counts
     that ingesting the same batches one by one stores, with exact statistics."""
-    bulk_user = make_user(db_conn, spotify_id=f"bulk-{uuid.uuid4().hex}")
-    ref_user = make_user(db_conn, spotify_id=f"ref-{uuid.uuid4().hex}")
+    bulk_user = make_user(db_conn, spotify_id=f"bulk-{uuid.uuid4().hex}", recent_floor=RECENT_FLOOR)
+    ref_user = make_user(db_conn, spotify_id=f"ref-{uuid.uuid4().hex}", recent_floor=RECENT_FLOOR)
     partitions.ensure_range(db_conn, BASE - timedelta(days=1), BASE + timedelta(days=2))
     bulk_total, ref_total = IngestResult(), IngestResult()
     saved = ingestion.PENDING_TRACKS
@@ -200,7 +200,7 @@ def test_concurrent_sync_and_bulk_import_of_one_user_stay_exact(
     db_conn: psycopg.Connection[Any], database_url: str
 ) -> None:
     """The import's path (bulk_ingest) racing syncs of the same user, both redelivering."""
-    user = make_user(db_conn, spotify_id="concurrent-bulk")
+    user = make_user(db_conn, spotify_id="concurrent-bulk", recent_floor=RECENT_FLOOR)
     rounds, per_round = 10, 30
     plays = _rounds(per_round, 9, 99_000, timedelta(minutes=2))
     partitions.ensure_range(db_conn, BASE, BASE + timedelta(hours=rounds + 1))

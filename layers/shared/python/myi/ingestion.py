@@ -837,13 +837,13 @@ SELECT st.user_id, st.grain, st.bucket, m.album_id, sum(m.sign * st.plays), sum(
   FROM (SELECT track_id, old_album AS album_id, -1 AS sign FROM tmp_album_moves WHERE old_album IS NOT NULL
         UNION ALL
         SELECT track_id, new_album, 1 FROM tmp_album_moves WHERE new_album IS NOT NULL) m
-  JOIN stat_track st ON st.track_id = m.track_id AND st.grain = 0
+  JOIN stat_track st ON st.track_id = m.track_id AND st.grain IN (0, 3)
  GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 ON CONFLICT (user_id, grain, bucket, album_id) DO UPDATE
    SET plays = stat_album.plays + EXCLUDED.plays, ms_played = stat_album.ms_played + EXCLUDED.ms_played;
 INSERT INTO stat_artist (user_id, grain, bucket, artist_id, plays, ms_played)
 SELECT st.user_id, st.grain, st.bucket, m.artist_id, sum(m.sign * st.plays), sum(m.sign * st.ms_played)
-  FROM tmp_credit_moves m JOIN stat_track st ON st.track_id = m.track_id AND st.grain = 0
+  FROM tmp_credit_moves m JOIN stat_track st ON st.track_id = m.track_id AND st.grain IN (0, 3)
  GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 ON CONFLICT (user_id, grain, bucket, artist_id) DO UPDATE
    SET plays = stat_artist.plays + EXCLUDED.plays, ms_played = stat_artist.ms_played + EXCLUDED.ms_played;
@@ -895,7 +895,7 @@ def _merge_artists(ex: _Exec) -> None:
         SELECT st.user_id, st.grain, st.bucket, m.r, sum(st.plays), sum(st.ms_played)
           FROM tmp_artist_merges m
           JOIN track_artists ta ON ta.artist_id = m.p
-          JOIN stat_track st ON st.track_id = ta.track_id AND st.grain = 0
+          JOIN stat_track st ON st.track_id = ta.track_id AND st.grain IN (0, 3)
          WHERE NOT EXISTS (SELECT 1 FROM track_artists x
                             WHERE x.track_id = ta.track_id AND x.artist_id = m.r)
          GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
@@ -937,7 +937,7 @@ def _merge_albums(ex: _Exec) -> None:
         SELECT st.user_id, st.grain, st.bucket, m.r, sum(st.plays), sum(st.ms_played)
           FROM tmp_album_merges m
           JOIN tracks x ON x.album_id = m.p
-          JOIN stat_track st ON st.track_id = x.id AND st.grain = 0
+          JOIN stat_track st ON st.track_id = x.id AND st.grain IN (0, 3)
          GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
         ON CONFLICT (user_id, grain, bucket, album_id) DO UPDATE
            SET plays = stat_album.plays + EXCLUDED.plays,
@@ -1165,8 +1165,9 @@ _TRACK_MONTHS = """(SELECT 1 AS g, bucket, track_id, plays, ms, bucket IN (SELEC
 # row too), so its rows are inserted without looking for a conflict: a first import's months are.
 _DELTA_SQL = f"""
 WITH d AS MATERIALIZED (
-    SELECT d.track_id, d.plays, d.ms, (d.played_at AT TIME ZONE u.timezone) AS local
-      FROM tmp_delta d CROSS JOIN (SELECT timezone FROM users WHERE id = %(user)s) u
+    SELECT d.track_id, d.plays, d.ms, (d.played_at AT TIME ZONE u.timezone) AS local,
+           d.played_at >= u.recent_floor AS recent
+      FROM tmp_delta d CROSS JOIN (SELECT timezone, recent_floor FROM users WHERE id = %(user)s) u
 ), m AS MATERIALIZED (
     SELECT track_id, date_trunc('month', local)::date AS bucket, sum(plays) AS plays, sum(ms) AS ms
       FROM d GROUP BY 1, 2
@@ -1174,19 +1175,22 @@ WITH d AS MATERIALIZED (
     SELECT DISTINCT bucket FROM m
     EXCEPT SELECT bucket FROM stat_user WHERE user_id = %(user)s AND grain = 1
 ), t0 AS MATERIALIZED (
+    -- all time (grain 0) and since the recent floor (grain 3)
     SELECT 0 AS g, DATE '1970-01-01' AS bucket, track_id, sum(plays) AS plays, sum(ms) AS ms, false AS new
       FROM m GROUP BY track_id
+    UNION ALL
+    SELECT 3, DATE '1970-01-01', track_id, sum(plays), sum(ms), false FROM d WHERE recent GROUP BY track_id
 ), ar AS MATERIALIZED (
-    SELECT 0 AS g, DATE '1970-01-01' AS bucket, ta.artist_id, sum(plays) AS plays, sum(ms) AS ms,
+    SELECT t0.g, DATE '1970-01-01' AS bucket, ta.artist_id, sum(plays) AS plays, sum(ms) AS ms,
            false AS new
       FROM t0 JOIN track_artists ta ON ta.track_id = t0.track_id
-     GROUP BY 3
+     GROUP BY 1, 3
 ), al AS MATERIALIZED (
-    SELECT 0 AS g, DATE '1970-01-01' AS bucket, x.album_id, sum(plays) AS plays, sum(ms) AS ms,
+    SELECT t0.g, DATE '1970-01-01' AS bucket, x.album_id, sum(plays) AS plays, sum(ms) AS ms,
            false AS new
       FROM t0 JOIN tracks x ON x.id = t0.track_id
      WHERE x.album_id IS NOT NULL
-     GROUP BY 3
+     GROUP BY 1, 3
 ), dh AS MATERIALIZED (
     SELECT local::date AS day, date_part('hour', local)::smallint AS hour, sum(plays) AS plays,
            sum(ms) AS ms

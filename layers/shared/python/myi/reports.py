@@ -1,9 +1,11 @@
 """What the statistics routes answer: overview, top lists, activity and history of one user.
 
 Every query is scoped to its user and reads the statistics tables that :mod:`myi.ingestion` keeps
-exact: all-time rows (grain 0) for ``all``; for a bounded window, the monthly rows (grain 1; daily
-rows of ``stat_user`` for the day series) that lie wholly inside it plus the events of the partial
-buckets at its edges (see :mod:`myi.windows`). Lists page with keyset cursors: a cursor carries the
+exact: all-time rows (grain 0) for ``all``; for a window that starts at or after the user's recent
+floor (four weeks and at most a day ago: ``4w``), the recent rows (grain 3) less the plays of the
+strip between the floor and the window; for any other bounded window, the monthly rows (grain 1;
+daily rows of ``stat_user`` for the day series) that lie wholly inside it plus the events of the
+partial buckets at its edges (see :mod:`myi.windows`). Lists page with keyset cursors: a cursor carries the
 last row's sort key, its rank and the resolved window, so a page never rescans what came before it
 and a rolling window does not move under a client that is paging through it.
 """
@@ -39,6 +41,8 @@ class _Top:
     # rows (id, plays, ms_played) of the edge events (summed per track first, then credited);
     # {edge} is the events' predicate
     edge: str
+    # rows (id, plays, ms) of the recent strip (per track: ``strip``), credited
+    strip: str
 
 
 _TOPS: dict[str, _Top] = {
@@ -47,6 +51,7 @@ _TOPS: dict[str, _Top] = {
         "track_id",
         "SELECT st.track_id, st.plays, st.ms_played FROM stat_track st WHERE {months}",
         "SELECT e.track_id, 1, e.ms_played FROM listening_events e WHERE {edge}",
+        "SELECT track_id, plays, ms FROM strip",
     ),
     "artists": _Top(
         "stat_artist",
@@ -57,6 +62,8 @@ _TOPS: dict[str, _Top] = {
                SELECT e.track_id, count(*) AS plays, sum(e.ms_played) AS ms_played
                  FROM listening_events e WHERE {edge} GROUP BY 1) e
              JOIN track_artists ta ON ta.track_id = e.track_id""",
+        """SELECT ta.artist_id, sum(s.plays), sum(s.ms) FROM strip s
+             JOIN track_artists ta ON ta.track_id = s.track_id GROUP BY 1""",
     ),
     "albums": _Top(
         "stat_album",
@@ -69,6 +76,8 @@ _TOPS: dict[str, _Top] = {
                  FROM listening_events e WHERE {edge} GROUP BY 1) e
              JOIN tracks t ON t.id = e.track_id
             WHERE t.album_id IS NOT NULL""",
+        """SELECT t.album_id, sum(s.plays), sum(s.ms) FROM strip s
+             JOIN tracks t ON t.id = s.track_id WHERE t.album_id IS NOT NULL GROUP BY 1""",
     ),
 }
 
@@ -80,6 +89,29 @@ _EDGE = """e.user_id = %(user)s
 _DAY_EDGE = """e.user_id = %(user)s
        AND ((e.played_at >= %(start)s AND e.played_at < %(d_inner_start)s)
          OR (e.played_at >= %(d_inner_end)s AND e.played_at < %(end)s))"""
+# The plays, per track, that a window's recent rows hold and the window does not: from the floor
+# to the window's start, and from its end on. The floor is read in the statement itself (it moves
+# only forward, with the recent rows, in one transaction); %(floor)s, read just before, gives the
+# planner a plain bound to leave out every older partition.
+_STRIP = """strip AS MATERIALIZED (
+    SELECT e.track_id, count(*) AS plays, sum(e.ms_played) AS ms FROM listening_events e
+     WHERE e.user_id = %(user)s AND e.played_at >= %(floor)s
+       AND e.played_at >= (SELECT recent_floor FROM users WHERE id = %(user)s)
+       AND (e.played_at < %(start)s OR e.played_at >= %(end)s)
+     GROUP BY 1
+)"""
+# Whether the recent rows still serve the window (false once the floor has passed its start).
+_FITS = "%(start)s >= (SELECT recent_floor FROM users WHERE id = %(user)s)"
+_RECENT = "s.user_id = %(user)s AND s.grain = 3 AND s.bucket = DATE '1970-01-01'"
+
+
+def _recent_rows(table: str, key: str, out: str) -> str:
+    """Rows (id, plays, ms_played) of a window from ``table``'s recent rows, less ``out``."""
+    return f"""SELECT s.{key}, s.plays - COALESCE(o.plays, 0), s.ms_played - COALESCE(o.ms, 0)
+                 FROM {table} s LEFT JOIN ({out}) o (id, plays, ms) ON o.id = s.{key}
+                WHERE {_RECENT} AND {_FITS}"""
+
+
 _MONTHS = "user_id = %(user)s AND grain = 1 AND bucket >= %(m_first)s AND bucket < %(m_stop)s"
 _TRACK_MONTHS = (
     "st.user_id = %(user)s AND st.grain = 1 AND st.bucket >= %(m_first)s AND st.bucket < %(m_stop)s"
@@ -114,6 +146,20 @@ def user_zone(conn: psycopg.Connection[Any], user_id: int) -> ZoneInfo:
     if row is None:
         raise NotFound("No such user.")
     return ZoneInfo(row[0])
+
+
+def recent_floor(conn: psycopg.Connection[Any], user_id: int) -> datetime | None:
+    row = conn.execute("SELECT recent_floor FROM users WHERE id = %s", (user_id,)).fetchone()
+    return row[0] if row else None
+
+
+def _recent(conn: psycopg.Connection[Any], user_id: int, window: Window) -> datetime | None:
+    """The user's recent floor when the window can be answered from the recent rows."""
+    if not window.bounded:
+        return None
+    assert window.start is not None
+    floor = recent_floor(conn, user_id)
+    return floor if floor is not None and floor <= window.start else None
 
 
 def _window_params(window: Window, user_id: int) -> dict[str, Any]:
@@ -160,54 +206,29 @@ _DAYS_JSON = """(SELECT coalesce(json_agg(json_build_object('date', day, 'plays'
                  (SELECT coalesce(sum(ms_played), 0) FROM d) AS ms_played"""
 
 
+# Plays per local day of a bounded window: its whole days' rows and the events of its partial days.
+_WINDOW_DAYS = f"""d (day, plays, ms_played) AS (
+    SELECT bucket, plays, ms_played FROM stat_user
+     WHERE user_id = %(user)s AND grain = 2 AND bucket >= %(d_first)s AND bucket < %(d_stop)s
+       AND plays > 0
+    UNION ALL
+    SELECT (e.played_at AT TIME ZONE %(tz)s)::date, count(*), sum(e.ms_played)
+      FROM listening_events e WHERE {_DAY_EDGE}
+     GROUP BY 1
+)"""
+
+
 def overview(conn: psycopg.Connection[Any], user_id: int, window: Window, *, now: datetime) -> dict[str, Any]:
     """Totals, distinct tracks, artists and albums, and plays per local day of a window."""
-    if window.bounded:
-        row = fetch_one(
-            conn,
-            f"""
-            WITH d (day, plays, ms_played) AS (
-                SELECT bucket, plays, ms_played FROM stat_user
-                 WHERE user_id = %(user)s AND grain = 2 AND bucket >= %(d_first)s AND bucket < %(d_stop)s
-                   AND plays > 0
-                UNION ALL
-                SELECT (e.played_at AT TIME ZONE %(tz)s)::date, count(*), sum(e.ms_played)
-                  FROM listening_events e WHERE {_DAY_EDGE}
-                 GROUP BY 1
-            ),
-            ev AS MATERIALIZED (SELECT e.track_id FROM listening_events e WHERE {_EDGE}),
-            tr AS (SELECT track_id FROM stat_track WHERE {_MONTHS} AND plays > 0
-                   UNION SELECT track_id FROM ev)
-            SELECT {_DAYS_JSON},
-                   (SELECT count(*) FROM tr) AS tracks,
-                   -- (the window's tracks are looked up one by one: no pass over the catalog)
-                   (SELECT count(DISTINCT ta.artist_id) FROM tr CROSS JOIN LATERAL (
-                        SELECT artist_id FROM track_artists WHERE track_id = tr.track_id OFFSET 0) ta)
-                       AS artists,
-                   (SELECT count(DISTINCT t.album_id) FROM tr CROSS JOIN LATERAL (
-                        SELECT album_id FROM tracks WHERE id = tr.track_id OFFSET 0) t) AS albums
-            """,
-            _window_params(window, user_id),
-        )
+    row: dict[str, Any] | None = None
+    if not window.bounded:
+        row = _overview_all(conn, user_id)
     else:
-        row = fetch_one(
-            conn,
-            f"""
-            WITH d (day, plays, ms_played) AS (
-                SELECT bucket, plays, ms_played FROM stat_user
-                 WHERE user_id = %(user)s AND grain = 2 AND plays > 0
-            )
-            SELECT {_DAYS_JSON},
-                   (SELECT count(*) FROM stat_track WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
-                       AS tracks,
-                   (SELECT count(*) FROM stat_artist WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
-                       AS artists,
-                   (SELECT count(*) FROM stat_album WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
-                       AS albums
-            """,
-            {"user": user_id},
-        )
-    assert row is not None
+        floor = _recent(conn, user_id, window)
+        if floor is not None:
+            row = _overview_recent(conn, user_id, window, floor)
+        if row is None:
+            row = _overview_months(conn, user_id, window)
     return {
         "window": _echo(conn, user_id, window, now),
         "plays": int(row["plays"]),
@@ -217,6 +238,78 @@ def overview(conn: psycopg.Connection[Any], user_id: int, window: Window, *, now
         "albums": int(row["albums"]),
         "days": RawJson(row["days"]),
     }
+
+
+def _recent_count(kind: str) -> str:
+    """The items a window's recent rows hold less those whose every recent play is in the strip:
+    one count over the recent rows and a join of the (short) strip."""
+    spec = _TOPS[kind]
+    return f"""((SELECT count(*) FROM {spec.table} s WHERE {_RECENT} AND s.plays > 0)
+              - (SELECT count(*) FROM ({spec.strip}) o (id, plays, ms)
+                   JOIN {spec.table} s ON {_RECENT} AND s.{spec.key} = o.id
+                  WHERE s.plays > 0 AND s.plays <= o.plays))"""
+
+
+def _overview_recent(
+    conn: psycopg.Connection[Any], user_id: int, window: Window, floor: datetime
+) -> dict[str, Any] | None:
+    """From the recent rows; None when the floor has passed the window's start meanwhile."""
+    row = fetch_one(
+        conn,
+        f"""
+        WITH {_WINDOW_DAYS}, {_STRIP}
+        SELECT {_DAYS_JSON}, {_recent_count("tracks")} AS tracks, {_recent_count("artists")} AS artists,
+               {_recent_count("albums")} AS albums, {_FITS} AS fits
+        """,
+        {**_window_params(window, user_id), "floor": floor},
+    )
+    assert row is not None
+    return row if row["fits"] else None
+
+
+def _overview_months(conn: psycopg.Connection[Any], user_id: int, window: Window) -> dict[str, Any]:
+    row = fetch_one(
+        conn,
+        f"""
+        WITH {_WINDOW_DAYS},
+        ev AS MATERIALIZED (SELECT e.track_id FROM listening_events e WHERE {_EDGE}),
+        tr AS (SELECT track_id FROM stat_track WHERE {_MONTHS} AND plays > 0
+               UNION SELECT track_id FROM ev)
+        SELECT {_DAYS_JSON},
+               (SELECT count(*) FROM tr) AS tracks,
+               -- (the window's tracks are looked up one by one: no pass over the catalog)
+               (SELECT count(DISTINCT ta.artist_id) FROM tr CROSS JOIN LATERAL (
+                    SELECT artist_id FROM track_artists WHERE track_id = tr.track_id OFFSET 0) ta)
+                   AS artists,
+               (SELECT count(DISTINCT t.album_id) FROM tr CROSS JOIN LATERAL (
+                    SELECT album_id FROM tracks WHERE id = tr.track_id OFFSET 0) t) AS albums
+        """,
+        _window_params(window, user_id),
+    )
+    assert row is not None
+    return row
+
+
+def _overview_all(conn: psycopg.Connection[Any], user_id: int) -> dict[str, Any]:
+    row = fetch_one(
+        conn,
+        f"""
+        WITH d (day, plays, ms_played) AS (
+            SELECT bucket, plays, ms_played FROM stat_user
+             WHERE user_id = %(user)s AND grain = 2 AND plays > 0
+        )
+        SELECT {_DAYS_JSON},
+               (SELECT count(*) FROM stat_track WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
+                   AS tracks,
+               (SELECT count(*) FROM stat_artist WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
+                   AS artists,
+               (SELECT count(*) FROM stat_album WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
+                   AS albums
+        """,
+        {"user": user_id},
+    )
+    assert row is not None
+    return row
 
 
 # --- cursors -------------------------------------------------------------------------------------
@@ -297,8 +390,24 @@ def top(
             ) from exc
         window = Window(start, end, window.zone) if start is not None and end is not None else window
         params.update({"k1": k1, "k2": k2, "kid": kid})
+    after = _keyset(first, second, "id") if cursor else "TRUE"
+    rows: list[dict[str, Any]] | None = None
     if window.bounded:
         params.update(_window_params(window, user_id))
+        floor = _recent(conn, user_id, window)
+        if floor is not None:
+            rows = fetch_all(
+                conn,
+                f"""
+                WITH {_STRIP}
+                SELECT id, plays, ms_played FROM ({_recent_rows(spec.table, spec.key, spec.strip)})
+                       x (id, plays, ms_played)
+                 WHERE plays > 0 AND {after}
+                 ORDER BY {first} DESC, {second} DESC, id LIMIT %(limit)s""",
+                {**params, "floor": floor},
+            )
+            if not rows and _recent(conn, user_id, window) is None:
+                rows = None  # the floor passed the window's start meanwhile: from the months
         ranked = f"""
             SELECT id, plays, ms_played FROM (
                 SELECT id, sum(plays)::bigint AS plays, sum(ms_played)::bigint AS ms_played FROM (
@@ -306,7 +415,7 @@ def top(
                     UNION ALL {spec.edge.format(edge=_EDGE)}
                 ) x (id, plays, ms_played) GROUP BY id
             ) agg
-             WHERE plays > 0 AND {_keyset(first, second, "id") if cursor else "TRUE"}
+             WHERE plays > 0 AND {after}
              ORDER BY {first} DESC, {second} DESC, id LIMIT %(limit)s"""
     else:
         ranked = f"""
@@ -314,7 +423,8 @@ def top(
              WHERE user_id = %(user)s AND grain = 0 AND plays > 0
                AND {_keyset(first, second, spec.key) if cursor else "TRUE"}
              ORDER BY {first} DESC, {second} DESC, {spec.key} LIMIT %(limit)s"""
-    rows = fetch_all(conn, ranked, params)
+    if rows is None:
+        rows = fetch_all(conn, ranked, params)
     more = len(rows) > limit
     rows = rows[:limit]
     details = (

@@ -1,6 +1,7 @@
 """Statistics of a user: rebuild from the events, verify against a recomputation, change time zone.
 
-The statistics tables (see migrations 0001 and 0006) are maintained incrementally by :mod:`myi.ingestion`.
+The statistics tables (see migrations 0001, 0006 and 0009) are maintained incrementally by
+:mod:`myi.ingestion`; :func:`advance_recent` moves the users' recent floors on every day.
 This module recomputes them from ``listening_events`` with plain set-based SQL: the definition every
 incremental change must agree with. Rows whose plays and time are both zero count as absent.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -29,15 +31,17 @@ class StatTable:
 
 
 _EVENTS = """
-    SELECT e.track_id, e.ms_played, (e.played_at AT TIME ZONE u.timezone) AS local
+    SELECT e.track_id, e.ms_played, (e.played_at AT TIME ZONE u.timezone) AS local,
+           e.played_at >= u.recent_floor AS recent
       FROM listening_events e JOIN users u ON u.id = e.user_id
      WHERE e.user_id = %(user)s
 """
-_GRAINS = """
-    CROSS JOIN (VALUES (0), (1)) AS grain(g)
+# Per track, artist and album: all time (grain 0) and since the user's recent floor (grain 3).
+_ALL_AND_RECENT = """
+    CROSS JOIN (VALUES (0), (3)) AS grain(g) WHERE grain.g = 0 OR ev.recent
 """
-_BUCKET = """CASE grain.g WHEN 0 THEN DATE '1970-01-01' WHEN 1 THEN date_trunc('month', ev.local)::date
-                ELSE ev.local::date END"""
+_BUCKET = """CASE grain.g WHEN 1 THEN date_trunc('month', ev.local)::date WHEN 2 THEN ev.local::date
+                ELSE DATE '1970-01-01' END"""
 
 TABLES: tuple[StatTable, ...] = (
     StatTable(
@@ -50,22 +54,24 @@ TABLES: tuple[StatTable, ...] = (
         "stat_track",
         ("grain", "bucket", "track_id"),
         f"""SELECT grain.g, {_BUCKET}, ev.track_id, count(*), sum(ev.ms_played)
-              FROM ({_EVENTS}) ev {_GRAINS} GROUP BY 1, 2, 3""",
+              FROM ({_EVENTS}) ev CROSS JOIN (VALUES (0), (1), (3)) AS grain(g)
+             WHERE grain.g < 3 OR ev.recent GROUP BY 1, 2, 3""",
     ),
-    # Artists and albums: all time only (a month is the sum of its tracks' months).
+    # Artists and albums: all time and recent only (a month is the sum of its tracks' months).
     StatTable(
         "stat_artist",
         ("grain", "bucket", "artist_id"),
-        f"""SELECT 0, DATE '1970-01-01', ta.artist_id, count(*), sum(ev.ms_played)
-              FROM ({_EVENTS}) ev JOIN track_artists ta ON ta.track_id = ev.track_id
-             GROUP BY 3""",
+        f"""SELECT grain.g, DATE '1970-01-01', ta.artist_id, count(*), sum(ev.ms_played)
+              FROM ({_EVENTS}) ev JOIN track_artists ta ON ta.track_id = ev.track_id {_ALL_AND_RECENT}
+             GROUP BY 1, 3""",
     ),
     StatTable(
         "stat_album",
         ("grain", "bucket", "album_id"),
-        f"""SELECT 0, DATE '1970-01-01', x.album_id, count(*), sum(ev.ms_played)
+        f"""SELECT grain.g, DATE '1970-01-01', x.album_id, count(*), sum(ev.ms_played)
               FROM ({_EVENTS}) ev JOIN tracks x ON x.id = ev.track_id AND x.album_id IS NOT NULL
-             GROUP BY 3""",
+                   {_ALL_AND_RECENT}
+             GROUP BY 1, 3""",
     ),
     StatTable(
         "stat_hour",
@@ -143,6 +149,69 @@ def rebuild(conn: psycopg.Connection[Any], user_id: int) -> None:
     with conn.transaction():
         _lock(conn, user_id)
         _rebuild_in_transaction(conn, user_id)
+
+
+# The recent rows (grain 3) serve windows that start at or after the user's floor: ``4w`` (28 days)
+# for a day after each move, and an hour more for a window resolved just before a move.
+RECENT_SPAN = timedelta(days=28, hours=1)
+RECENT_STEP = timedelta(hours=12)  # floors less behind than this are left for the next day
+
+
+def advance_recent(conn: psycopg.Connection[Any], *, now: datetime) -> dict[str, int]:
+    """Move every user's recent floor on to ``now - RECENT_SPAN``: the plays it passes leave the
+    recent rows (daily, partition maintenance). One transaction per user under the user's lock; a
+    user whose ingestion holds it is left for the next run (their windows read a longer strip)."""
+    floor = now - RECENT_SPAN
+    users = [
+        int(r[0])
+        for r in conn.execute(
+            "SELECT id FROM users WHERE recent_floor < %s ORDER BY id", (floor - RECENT_STEP,)
+        )
+    ]
+    moved = busy = 0
+    for user_id in users:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (CATALOG_LOCK,))
+            got = conn.execute(
+                "SELECT pg_try_advisory_xact_lock(%s, %s)", (USER_LOCK_CLASS, user_id)
+            ).fetchone()
+            if not got or not got[0]:
+                busy += 1
+                continue
+            conn.execute(_ADVANCE_SQL, {"user": user_id, "floor": floor})
+            for table in ("stat_track", "stat_artist", "stat_album"):
+                conn.execute(
+                    f"DELETE FROM {table} WHERE user_id = %s AND grain = 3 AND plays = 0 AND ms_played = 0",
+                    (user_id,),
+                )
+            moved += 1
+    return {"recent_floors_moved": moved, "recent_floors_busy": busy}
+
+
+# The plays between a user's floor and the new one leave the recent rows; the floor moves.
+_ADVANCE_SQL = """
+WITH old AS (SELECT recent_floor FROM users WHERE id = %(user)s),
+gone AS MATERIALIZED (
+    SELECT e.track_id, count(*) AS plays, sum(e.ms_played) AS ms FROM listening_events e
+     WHERE e.user_id = %(user)s AND e.played_at < %(floor)s
+       AND e.played_at >= (SELECT recent_floor FROM old)
+     GROUP BY 1
+), t AS (
+    UPDATE stat_track s SET plays = s.plays - g.plays, ms_played = s.ms_played - g.ms FROM gone g
+     WHERE s.user_id = %(user)s AND s.grain = 3 AND s.bucket = DATE '1970-01-01' AND s.track_id = g.track_id
+), a AS (
+    UPDATE stat_artist s SET plays = s.plays - g.plays, ms_played = s.ms_played - g.ms
+      FROM (SELECT ta.artist_id, sum(g.plays) AS plays, sum(g.ms) AS ms
+              FROM gone g JOIN track_artists ta ON ta.track_id = g.track_id GROUP BY 1) g
+     WHERE s.user_id = %(user)s AND s.grain = 3 AND s.bucket = DATE '1970-01-01' AND s.artist_id = g.artist_id
+), b AS (
+    UPDATE stat_album s SET plays = s.plays - g.plays, ms_played = s.ms_played - g.ms
+      FROM (SELECT x.album_id, sum(g.plays) AS plays, sum(g.ms) AS ms
+              FROM gone g JOIN tracks x ON x.id = g.track_id WHERE x.album_id IS NOT NULL GROUP BY 1) g
+     WHERE s.user_id = %(user)s AND s.grain = 3 AND s.bucket = DATE '1970-01-01' AND s.album_id = g.album_id
+)
+UPDATE users SET recent_floor = %(floor)s WHERE id = %(user)s AND recent_floor < %(floor)s
+"""
 
 
 class UnknownTimezone(ValueError):
