@@ -22,7 +22,8 @@ Per batch, in one transaction:
 3. Events. Dedupe and merge per DESIGN.md: see :func:`_match_sql`.
 4. Statistics. Deltas are taken only from rows this transaction inserted (``RETURNING``) or changed
    (merges: the difference between the real and the estimated ``ms_played``), aggregated in SQL and
-   added with ``ON CONFLICT DO UPDATE SET plays = plays + excluded.plays``.
+   added with ``ON CONFLICT DO UPDATE SET plays = plays + excluded.plays``; plays at or after the
+   user's recent floor are added to the recent rows (grain 3) too (migration 0009).
 5. Catalog gaps (tracks without duration or album, provisional artists and albums) are recorded in
    ``catalog_gaps`` for the enrichment worker.
 

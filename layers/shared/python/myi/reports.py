@@ -3,11 +3,12 @@
 Every query is scoped to its user and reads the statistics tables that :mod:`myi.ingestion` keeps
 exact: all-time rows (grain 0) for ``all``; for a window that starts at or after the user's recent
 floor (four weeks and at most a day ago: ``4w``), the recent rows (grain 3) less the plays of the
-strip between the floor and the window; for any other bounded window, the monthly rows (grain 1;
-daily rows of ``stat_user`` for the day series) that lie wholly inside it plus the events of the
-partial buckets at its edges (see :mod:`myi.windows`). Lists page with keyset cursors: a cursor carries the
-last row's sort key, its rank and the resolved window, so a page never rescans what came before it
-and a rolling window does not move under a client that is paging through it.
+strip between the floor and the window; for any other bounded window, the monthly rows (grain 1)
+that lie wholly inside it plus the events of the partial buckets at its edges (see
+:mod:`myi.windows`); day series from the daily rows of ``stat_user``. Lists page with keyset
+cursors: a cursor carries the last row's sort key, its rank and the resolved window, so a page never
+rescans what came before it and a rolling window does not move under a client that is paging
+through it.
 """
 
 from __future__ import annotations
