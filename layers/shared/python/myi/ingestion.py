@@ -831,24 +831,88 @@ ON CONFLICT (track_id, artist_id) DO UPDATE SET position = EXCLUDED.position
  WHERE track_artists.position <> EXCLUDED.position;
 """
 
-# Statistics of every user follow album and credit changes of the tracks they played.
-_MOVE_SQL = """
-INSERT INTO stat_album (user_id, grain, bucket, album_id, plays, ms_played)
-SELECT st.user_id, st.grain, st.bucket, m.album_id, sum(m.sign * st.plays), sum(m.sign * st.ms_played)
-  FROM (SELECT track_id, old_album AS album_id, -1 AS sign FROM tmp_album_moves WHERE old_album IS NOT NULL
-        UNION ALL
-        SELECT track_id, new_album, 1 FROM tmp_album_moves WHERE new_album IS NOT NULL) m
-  JOIN stat_track st ON st.track_id = m.track_id AND st.grain IN (0, 3)
- GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-ON CONFLICT (user_id, grain, bucket, album_id) DO UPDATE
-   SET plays = stat_album.plays + EXCLUDED.plays, ms_played = stat_album.ms_played + EXCLUDED.ms_played;
-INSERT INTO stat_artist (user_id, grain, bucket, artist_id, plays, ms_played)
-SELECT st.user_id, st.grain, st.bucket, m.artist_id, sum(m.sign * st.plays), sum(m.sign * st.ms_played)
-  FROM tmp_credit_moves m JOIN stat_track st ON st.track_id = m.track_id AND st.grain IN (0, 3)
- GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-ON CONFLICT (user_id, grain, bucket, artist_id) DO UPDATE
-   SET plays = stat_artist.plays + EXCLUDED.plays, ms_played = stat_artist.ms_played + EXCLUDED.ms_played;
-"""
+# Statistics of every user follow album and credit changes of the tracks they played: (table,
+# key, stat_counts column, the rows to add, the moved keys whose rows may have emptied).
+_MOVES = (
+    (
+        "stat_album",
+        "album_id",
+        "albums",
+        """SELECT st.user_id, st.grain, st.bucket, m.album_id, sum(m.sign * st.plays),
+                  sum(m.sign * st.ms_played)
+             FROM (SELECT track_id, old_album AS album_id, -1 AS sign FROM tmp_album_moves
+                    WHERE old_album IS NOT NULL
+                   UNION ALL
+                   SELECT track_id, new_album, 1 FROM tmp_album_moves WHERE new_album IS NOT NULL) m
+             JOIN stat_track st ON st.track_id = m.track_id AND st.grain IN (0, 3)
+            GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4""",
+        "SELECT old_album FROM tmp_album_moves UNION SELECT new_album FROM tmp_album_moves",
+    ),
+    (
+        "stat_artist",
+        "artist_id",
+        "artists",
+        """SELECT st.user_id, st.grain, st.bucket, m.artist_id, sum(m.sign * st.plays),
+                  sum(m.sign * st.ms_played)
+             FROM tmp_credit_moves m JOIN stat_track st ON st.track_id = m.track_id AND st.grain IN (0, 3)
+            GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4""",
+        "SELECT artist_id FROM tmp_credit_moves",
+    ),
+)
+
+
+def _add_counted(ex: _Exec, table: str, key: str, select: str) -> list[tuple[int, int, int]]:
+    """Add ``select``'s rows (user, grain, bucket, key, plays, ms) to ``table``; the rows new to a
+    user, per user and grain."""
+    return ex(
+        f"""
+        WITH added AS (
+            INSERT INTO {table} (user_id, grain, bucket, {key}, plays, ms_played) {select}
+            ON CONFLICT (user_id, grain, bucket, {key}) DO UPDATE
+               SET plays = {table}.plays + EXCLUDED.plays, ms_played = {table}.ms_played + EXCLUDED.ms_played
+            RETURNING user_id, grain, xmax = 0 AS inserted
+        )
+        SELECT user_id, grain, count(*) FROM added WHERE inserted GROUP BY 1, 2
+        """
+    ).fetchall()
+
+
+def _delete_counted(ex: _Exec, table: str, where: str, params: Any = None) -> list[tuple[int, int, int]]:
+    """Delete ``table``'s rows matching ``where`` (alias s); minus the rows gone, per user and grain."""
+    return ex(
+        f"""
+        WITH gone AS (DELETE FROM {table} s WHERE {where} RETURNING s.user_id, s.grain)
+        SELECT user_id, grain, -count(*) FROM gone GROUP BY 1, 2
+        """,
+        params,
+    ).fetchall()
+
+
+def count_rows(ex: Callable[..., Any], column: str, deltas: Sequence[tuple[int, int, int]]) -> None:
+    """Add (user, grain, delta) rows to ``stat_counts.<column>`` (``ex``: runs a statement)."""
+    if not deltas:
+        return
+    users, grains, counts = zip(*deltas, strict=True)
+    ex(
+        f"""
+        INSERT INTO stat_counts (user_id, grain, {column})
+        SELECT u, g, sum(n) FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[]) x (u, g, n)
+         GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (user_id, grain) DO UPDATE SET {column} = stat_counts.{column} + EXCLUDED.{column}
+        """,
+        (list(users), list(grains), list(counts)),
+    )
+
+
+def _move_statistics(ex: _Exec) -> None:
+    for table, key, column, select, moved in _MOVES:
+        added = _add_counted(ex, table, key, select)
+        emptied = _delete_counted(
+            ex,
+            table,
+            f"s.{key} IN ({moved}) AND s.grain IN (0, 3) AND s.plays = 0 AND s.ms_played = 0",
+        )
+        count_rows(ex, column, added + emptied)
 
 
 def _upsert_catalog(ex: _Exec, st: _Staged) -> None:
@@ -860,7 +924,7 @@ def _upsert_catalog(ex: _Exec, st: _Staged) -> None:
     row = moves.fetchone()
     if not (row and row[0]):
         return
-    ex.script(_MOVE_SQL)
+    _move_statistics(ex)
     # Provisional artists and albums that real ones replaced on a track, under the same name, are
     # the same artist or album: merge them (exclusive catalog lock held).
     ex(
@@ -890,22 +954,20 @@ def _upsert_catalog(ex: _Exec, st: _Staged) -> None:
 def _merge_artists(ex: _Exec) -> None:
     """Fold the provisional artists of ``tmp_artist_merges`` into their real ones: credits move,
     every user's statistics move (a track credited to both counts once), the provisional rows go."""
-    ex(
-        """
-        INSERT INTO stat_artist (user_id, grain, bucket, artist_id, plays, ms_played)
-        SELECT st.user_id, st.grain, st.bucket, m.r, sum(st.plays), sum(st.ms_played)
-          FROM tmp_artist_merges m
-          JOIN track_artists ta ON ta.artist_id = m.p
-          JOIN stat_track st ON st.track_id = ta.track_id AND st.grain IN (0, 3)
-         WHERE NOT EXISTS (SELECT 1 FROM track_artists x
-                            WHERE x.track_id = ta.track_id AND x.artist_id = m.r)
-         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-        ON CONFLICT (user_id, grain, bucket, artist_id) DO UPDATE
-           SET plays = stat_artist.plays + EXCLUDED.plays,
-               ms_played = stat_artist.ms_played + EXCLUDED.ms_played
-        """
+    added = _add_counted(
+        ex,
+        "stat_artist",
+        "artist_id",
+        """SELECT st.user_id, st.grain, st.bucket, m.r, sum(st.plays), sum(st.ms_played)
+             FROM tmp_artist_merges m
+             JOIN track_artists ta ON ta.artist_id = m.p
+             JOIN stat_track st ON st.track_id = ta.track_id AND st.grain IN (0, 3)
+            WHERE NOT EXISTS (SELECT 1 FROM track_artists x
+                               WHERE x.track_id = ta.track_id AND x.artist_id = m.r)
+            GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4""",
     )
-    ex("DELETE FROM stat_artist s USING tmp_artist_merges m WHERE s.artist_id = m.p")
+    gone = _delete_counted(ex, "stat_artist", "s.artist_id IN (SELECT p FROM tmp_artist_merges)")
+    count_rows(ex, "artists", added + gone)
     ex(
         """
         UPDATE track_artists ta SET artist_id = m.r FROM tmp_artist_merges m
@@ -932,20 +994,18 @@ def _merge_artists(ex: _Exec) -> None:
 def _merge_albums(ex: _Exec) -> None:
     """Fold the provisional albums of ``tmp_album_merges`` into their real ones: tracks and every
     user's statistics move, the provisional rows go."""
-    ex(
-        """
-        INSERT INTO stat_album (user_id, grain, bucket, album_id, plays, ms_played)
-        SELECT st.user_id, st.grain, st.bucket, m.r, sum(st.plays), sum(st.ms_played)
-          FROM tmp_album_merges m
-          JOIN tracks x ON x.album_id = m.p
-          JOIN stat_track st ON st.track_id = x.id AND st.grain IN (0, 3)
-         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-        ON CONFLICT (user_id, grain, bucket, album_id) DO UPDATE
-           SET plays = stat_album.plays + EXCLUDED.plays,
-               ms_played = stat_album.ms_played + EXCLUDED.ms_played
-        """
+    added = _add_counted(
+        ex,
+        "stat_album",
+        "album_id",
+        """SELECT st.user_id, st.grain, st.bucket, m.r, sum(st.plays), sum(st.ms_played)
+             FROM tmp_album_merges m
+             JOIN tracks x ON x.album_id = m.p
+             JOIN stat_track st ON st.track_id = x.id AND st.grain IN (0, 3)
+            GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4""",
     )
-    ex("DELETE FROM stat_album s USING tmp_album_merges m WHERE s.album_id = m.p")
+    gone = _delete_counted(ex, "stat_album", "s.album_id IN (SELECT p FROM tmp_album_merges)")
+    count_rows(ex, "albums", added + gone)
     ex(
         "UPDATE tracks x SET album_id = m.r, updated_at = now() "
         "FROM tmp_album_merges m WHERE x.album_id = m.p"
@@ -1139,21 +1199,45 @@ def _write_events(
 # ---------------------------------------------------------------------------------------------
 # Statistics
 # ---------------------------------------------------------------------------------------------
-def _add_rows(name: str, table: str, keys: tuple[str, ...], source: str) -> str:
+def _add_rows(name: str, table: str, keys: tuple[str, ...], source: str, *, counted: bool = False) -> str:
     """Two data-modifying CTEs adding ``source`` (columns g, bucket, <keys>, plays, ms, new) to a
     statistics table: rows of months the user had no statistics for are plain inserts, the rest
-    are added to what is stored."""
+    are added to what is stored. ``counted``: both return ``grain, inserted`` (whether the row is
+    new), for ``stat_counts``."""
     key = "".join(f", {k}" for k in keys)
     cols = f"user_id, grain, bucket{key}, plays, ms_played"
     order = ", ".join(str(i) for i in range(2, 4 + len(keys)))
     select = f"SELECT %(user)s, g, bucket{key}, plays, ms FROM {source}"
+    new = " RETURNING grain, true AS inserted" if counted else ""
+    old = " RETURNING grain, xmax = 0 AS inserted" if counted else ""
     return f"""
 {name}_new AS (
-    INSERT INTO {table} ({cols}) {select} WHERE new ORDER BY {order}
+    INSERT INTO {table} ({cols}) {select} WHERE new ORDER BY {order}{new}
 ), {name}_old AS (
     INSERT INTO {table} ({cols}) {select} WHERE NOT new ORDER BY {order}
     ON CONFLICT (user_id, grain, bucket{key}) DO UPDATE
-       SET plays = {table}.plays + EXCLUDED.plays, ms_played = {table}.ms_played + EXCLUDED.ms_played
+       SET plays = {table}.plays + EXCLUDED.plays, ms_played = {table}.ms_played + EXCLUDED.ms_played{old}
+)"""
+
+
+def _counted(name: str, column: str) -> str:
+    """The rows the CTEs of ``_add_rows(name, counted=True)`` added, one per row, for ``column``."""
+    cols = ", ".join("1" if c == column else "0" for c in ("tracks", "artists", "albums"))
+    return f"""SELECT grain, {cols} FROM {name}_new
+               UNION ALL SELECT grain, {cols} FROM {name}_old WHERE inserted"""
+
+
+# Rows new to the user's all-time and recent statistics are counted in stat_counts.
+_COUNT_ROWS = f"""
+cnt AS (
+    INSERT INTO stat_counts (user_id, grain, tracks, artists, albums)
+    SELECT %(user)s, grain, sum(t), sum(a), sum(b) FROM (
+        {_counted("t0", "tracks")} UNION ALL {_counted("a", "artists")} UNION ALL {_counted("b", "albums")}
+    ) x (grain, t, a, b)
+    GROUP BY grain
+    ON CONFLICT (user_id, grain) DO UPDATE
+       SET tracks = stat_counts.tracks + EXCLUDED.tracks, artists = stat_counts.artists + EXCLUDED.artists,
+           albums = stat_counts.albums + EXCLUDED.albums
 )"""
 
 
@@ -1219,9 +1303,10 @@ WITH d AS MATERIALIZED (
     UNION ALL
     SELECT 0, DATE '1970-01-01', weekday, hour, sum(plays), sum(ms), false FROM hm GROUP BY 3, 4
 ),{_add_rows("t", "stat_track", ("track_id",), _TRACK_MONTHS)},
-{_add_rows("t0", "stat_track", ("track_id",), "t0")},{_add_rows("a", "stat_artist", ("artist_id",), "ar")},
-{_add_rows("b", "stat_album", ("album_id",), "al")},{_add_rows("u", "stat_user", (), "us")},
-{_add_rows("h", "stat_hour", ("weekday", "hour"), "hr")}
+{_add_rows("t0", "stat_track", ("track_id",), "t0", counted=True)},
+{_add_rows("a", "stat_artist", ("artist_id",), "ar", counted=True)},
+{_add_rows("b", "stat_album", ("album_id",), "al", counted=True)},{_add_rows("u", "stat_user", (), "us")},
+{_add_rows("h", "stat_hour", ("weekday", "hour"), "hr")},{_COUNT_ROWS}
 SELECT 1
 """
 

@@ -242,10 +242,10 @@ def overview(conn: psycopg.Connection[Any], user_id: int, window: Window, *, now
 
 
 def _recent_count(kind: str) -> str:
-    """The items a window's recent rows hold less those whose every recent play is in the strip:
-    one count over the recent rows and a join of the (short) strip."""
+    """The items a window's recent rows hold (counted in stat_counts) less those whose every
+    recent play is in the (short) strip."""
     spec = _TOPS[kind]
-    return f"""((SELECT count(*) FROM {spec.table} s WHERE {_RECENT} AND s.plays > 0)
+    return f"""(COALESCE((SELECT {kind} FROM stat_counts WHERE user_id = %(user)s AND grain = 3), 0)
               - (SELECT count(*) FROM ({spec.strip}) o (id, plays, ms)
                    JOIN {spec.table} s ON {_RECENT} AND s.{spec.key} = o.id
                   WHERE s.plays > 0 AND s.plays <= o.plays))"""
@@ -300,12 +300,9 @@ def _overview_all(conn: psycopg.Connection[Any], user_id: int) -> dict[str, Any]
              WHERE user_id = %(user)s AND grain = 2 AND plays > 0
         )
         SELECT {_DAYS_JSON},
-               (SELECT count(*) FROM stat_track WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
-                   AS tracks,
-               (SELECT count(*) FROM stat_artist WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
-                   AS artists,
-               (SELECT count(*) FROM stat_album WHERE user_id = %(user)s AND grain = 0 AND plays > 0)
-                   AS albums
+               COALESCE(c.tracks, 0) AS tracks, COALESCE(c.artists, 0) AS artists,
+               COALESCE(c.albums, 0) AS albums
+          FROM (SELECT 1) one LEFT JOIN stat_counts c ON c.user_id = %(user)s AND c.grain = 0
         """,
         {"user": user_id},
     )

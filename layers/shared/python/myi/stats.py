@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import psycopg
 
-from myi.ingestion import CATALOG_LOCK, USER_LOCK_CLASS
+from myi.ingestion import CATALOG_LOCK, USER_LOCK_CLASS, count_rows
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,15 @@ TABLES: tuple[StatTable, ...] = (
 )
 
 
+# The tables whose all-time and recent rows stat_counts counts, and its column for each.
+COUNTED = (("stat_track", "tracks"), ("stat_artist", "artists"), ("stat_album", "albums"))
+_COUNTS = " UNION ALL ".join(
+    f"SELECT grain, '{column}', count(*) FROM {table} "
+    "WHERE user_id = %(user)s AND grain IN (0, 3) AND (plays <> 0 OR ms_played <> 0) GROUP BY 1"
+    for table, column in COUNTED
+)
+
+
 @dataclass(frozen=True)
 class Difference:
     table: str
@@ -130,6 +139,16 @@ def verify(conn: psycopg.Connection[Any], user_id: int) -> list[Difference]:
                         (int(row[n + 2]), int(row[n + 3])),
                     )
                 )
+        stored = conn.execute(
+            "SELECT grain, tracks, artists, albums FROM stat_counts WHERE user_id = %(user)s",
+            {"user": user_id},
+        ).fetchall()
+        columns = ("tracks", "artists", "albums")
+        have = {(int(g), c): int(n) for g, *ns in stored for c, n in zip(columns, ns, strict=True)}
+        want = {(int(g), c): int(n) for g, c, n in conn.execute(_COUNTS, {"user": user_id}).fetchall()}
+        for key in sorted(set(have) | set(want)):
+            if have.get(key, 0) != want.get(key, 0):
+                diffs.append(Difference("stat_counts", key, (have.get(key, 0), 0), (want.get(key, 0), 0)))
     return diffs
 
 
@@ -142,6 +161,15 @@ def _rebuild_in_transaction(conn: psycopg.Connection[Any], user_id: int) -> None
                 SELECT %(user)s, * FROM ({table.select}) c""",
             {"user": user_id},
         )
+    conn.execute("DELETE FROM stat_counts WHERE user_id = %(user)s", {"user": user_id})
+    conn.execute(
+        f"""INSERT INTO stat_counts (user_id, grain, tracks, artists, albums)
+            SELECT %(user)s, grain, COALESCE(sum(n) FILTER (WHERE c = 'tracks'), 0),
+                   COALESCE(sum(n) FILTER (WHERE c = 'artists'), 0),
+                   COALESCE(sum(n) FILTER (WHERE c = 'albums'), 0)
+              FROM ({_COUNTS}) x (grain, c, n) GROUP BY grain""",
+        {"user": user_id},
+    )
 
 
 def rebuild(conn: psycopg.Connection[Any], user_id: int) -> None:
@@ -179,11 +207,13 @@ def advance_recent(conn: psycopg.Connection[Any], *, now: datetime) -> dict[str,
                 busy += 1
                 continue
             conn.execute(_ADVANCE_SQL, {"user": user_id, "floor": floor})
-            for table in ("stat_track", "stat_artist", "stat_album"):
-                conn.execute(
+            for table, column in COUNTED:
+                gone = conn.execute(
                     f"DELETE FROM {table} WHERE user_id = %s AND grain = 3 AND plays = 0 AND ms_played = 0",
                     (user_id,),
-                )
+                ).rowcount
+                if gone:
+                    count_rows(conn.execute, column, [(user_id, 3, -gone)])
             moved += 1
     return {"recent_floors_moved": moved, "recent_floors_busy": busy}
 

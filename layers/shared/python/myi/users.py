@@ -48,12 +48,10 @@ def me(conn: psycopg.Connection[Any], user_id: int, *, now: datetime) -> dict[st
         """
         SELECT u.id, u.spotify_id, u.display_name, u.image_url, u.timezone, u.created_at, u.last_ingested_at,
                COALESCE(s.plays, 0) AS plays, COALESCE(s.ms_played, 0) AS ms_played,
-               (SELECT count(*) FROM stat_track t
-                 WHERE t.user_id = u.id AND t.grain = 0 AND t.plays > 0) AS tracks,
-               (SELECT count(*) FROM stat_artist a
-                 WHERE a.user_id = u.id AND a.grain = 0 AND a.plays > 0) AS artists
+               COALESCE(c.tracks, 0) AS tracks, COALESCE(c.artists, 0) AS artists
           FROM users u
           LEFT JOIN stat_user s ON s.user_id = u.id AND s.grain = 0 AND s.bucket = DATE '1970-01-01'
+          LEFT JOIN stat_counts c ON c.user_id = u.id AND c.grain = 0
          WHERE u.id = %s
         """,
         (user_id,),
@@ -120,6 +118,7 @@ UNREFERENCED_TABLES = (
     "stat_artist",
     "stat_album",
     "stat_hour",
+    "stat_counts",
 )
 
 
