@@ -1,7 +1,9 @@
 """Statistics of a user: rebuild from the events, verify against a recomputation, change time zone.
 
-The statistics tables (see migrations 0001, 0006 and 0009) are maintained incrementally by
+The statistics tables (see migrations 0001, 0006, 0009 and 0010) are maintained incrementally by
 :mod:`myi.ingestion`; :func:`advance_recent` moves the users' recent floors on every day.
+``stat_counts`` holds how many all-time and recent track, artist and album rows a user has (no
+such row is ever left empty), checked and rebuilt with the rest.
 This module recomputes them from ``listening_events`` with plain set-based SQL: the definition every
 incremental change must agree with. Rows whose plays and time are both zero count as absent.
 
