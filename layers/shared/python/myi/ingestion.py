@@ -904,15 +904,18 @@ def count_rows(ex: Callable[..., Any], column: str, deltas: Sequence[tuple[int, 
     )
 
 
+def _add_and_delete(ex: _Exec, table: str, key: str, column: str, select: str, delete: str) -> None:
+    """Add ``select``'s rows to ``table``, then delete the rows matching ``delete``, counting in
+    ``stat_counts.<column>`` the rows that came and went."""
+    added = _add_counted(ex, table, key, select)
+    gone = _delete_counted(ex, table, delete)
+    count_rows(ex, column, added + gone)
+
+
 def _move_statistics(ex: _Exec) -> None:
     for table, key, column, select, moved in _MOVES:
-        added = _add_counted(ex, table, key, select)
-        emptied = _delete_counted(
-            ex,
-            table,
-            f"s.{key} IN ({moved}) AND s.grain IN (0, 3) AND s.plays = 0 AND s.ms_played = 0",
-        )
-        count_rows(ex, column, added + emptied)
+        emptied = f"s.{key} IN ({moved}) AND s.grain IN (0, 3) AND s.plays = 0 AND s.ms_played = 0"
+        _add_and_delete(ex, table, key, column, select, emptied)
 
 
 def _upsert_catalog(ex: _Exec, st: _Staged) -> None:
@@ -954,10 +957,11 @@ def _upsert_catalog(ex: _Exec, st: _Staged) -> None:
 def _merge_artists(ex: _Exec) -> None:
     """Fold the provisional artists of ``tmp_artist_merges`` into their real ones: credits move,
     every user's statistics move (a track credited to both counts once), the provisional rows go."""
-    added = _add_counted(
+    _add_and_delete(
         ex,
         "stat_artist",
         "artist_id",
+        "artists",
         """SELECT st.user_id, st.grain, st.bucket, m.r, sum(st.plays), sum(st.ms_played)
              FROM tmp_artist_merges m
              JOIN track_artists ta ON ta.artist_id = m.p
@@ -965,9 +969,8 @@ def _merge_artists(ex: _Exec) -> None:
             WHERE NOT EXISTS (SELECT 1 FROM track_artists x
                                WHERE x.track_id = ta.track_id AND x.artist_id = m.r)
             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4""",
+        "s.artist_id IN (SELECT p FROM tmp_artist_merges)",
     )
-    gone = _delete_counted(ex, "stat_artist", "s.artist_id IN (SELECT p FROM tmp_artist_merges)")
-    count_rows(ex, "artists", added + gone)
     ex(
         """
         UPDATE track_artists ta SET artist_id = m.r FROM tmp_artist_merges m
@@ -994,18 +997,18 @@ def _merge_artists(ex: _Exec) -> None:
 def _merge_albums(ex: _Exec) -> None:
     """Fold the provisional albums of ``tmp_album_merges`` into their real ones: tracks and every
     user's statistics move, the provisional rows go."""
-    added = _add_counted(
+    _add_and_delete(
         ex,
         "stat_album",
         "album_id",
+        "albums",
         """SELECT st.user_id, st.grain, st.bucket, m.r, sum(st.plays), sum(st.ms_played)
              FROM tmp_album_merges m
              JOIN tracks x ON x.album_id = m.p
              JOIN stat_track st ON st.track_id = x.id AND st.grain IN (0, 3)
             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4""",
+        "s.album_id IN (SELECT p FROM tmp_album_merges)",
     )
-    gone = _delete_counted(ex, "stat_album", "s.album_id IN (SELECT p FROM tmp_album_merges)")
-    count_rows(ex, "albums", added + gone)
     ex(
         "UPDATE tracks x SET album_id = m.r, updated_at = now() "
         "FROM tmp_album_merges m WHERE x.album_id = m.p"
