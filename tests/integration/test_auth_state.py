@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
 
@@ -100,6 +102,57 @@ def test_a_block_closes_a_key_for_its_time(aws_resources: dict[str, str], settin
     assert limiter.blocked_for("spotify-block-test") == pytest.approx(20, abs=0.01)
     clock.t += 21
     assert limiter.blocked_for("spotify-block-test") == 0
+
+
+def counted_client(settings: Settings) -> tuple[Any, list[str]]:
+    """A DynamoDB client of the emulator of its own, and the operations it calls, in order."""
+    client = boto3.session.Session().client(
+        "dynamodb", region_name=settings.region, endpoint_url=settings.aws_endpoint_url
+    )
+    calls: list[str] = []
+    client.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    return client, calls
+
+
+def test_a_pause_refuses_pausable_takes_and_each_take_is_one_call(
+    aws_resources: dict[str, str], settings: Settings
+) -> None:
+    clock = Clock(3_000_000_010.0)  # 10 s into a 30 s window
+    client, calls = counted_client(settings)
+    worker = RateLimiter(settings, clock=clock, client=client)
+    elsewhere = RateLimiter(settings, clock=clock)  # another Lambda, which a 429 reached
+    key = f"pause-test-{uuid.uuid4().hex}"
+
+    def take() -> Any:
+        return worker.take(key, limit=100, window_s=30, pausable=True)
+
+    assert all(take().allowed for _ in range(3))
+    assert calls == ["GetItem", "UpdateItem", "UpdateItem", "UpdateItem"]  # the pause read once
+    elsewhere.block(key, seconds=100, window_s=30)
+    calls.clear()
+    refused = take()
+    assert not refused.allowed and refused.paused and refused.retry_after_s == 100
+    assert calls == ["UpdateItem"]  # refused by the window's own item
+    for step, left in ((30, 70), (30, 40)):  # the next window, then one the block did not write
+        clock.t += step
+        refused = take()
+        assert not refused.allowed and refused.paused and refused.retry_after_s == left
+    clock.t += 41
+    assert take().allowed
+    assert worker.take(key, limit=100, window_s=30).allowed  # a take that is not pausable
+
+
+def test_a_taker_that_read_the_pause_before_a_block_is_refused_by_its_window(
+    aws_resources: dict[str, str], settings: Settings
+) -> None:
+    ahead, behind = Clock(3_000_000_030.5), Clock(3_000_000_029.9)  # either side of a boundary
+    worker = RateLimiter(settings, clock=ahead)
+    elsewhere = RateLimiter(settings, clock=behind)
+    key = f"pause-race-{uuid.uuid4().hex}"
+    assert worker.take(key, limit=100, window_s=30, pausable=True).allowed  # pause read: none
+    elsewhere.block(key, seconds=5, window_s=30)  # in the window before, by its clock
+    refused = worker.take(key, limit=100, window_s=30, pausable=True)
+    assert not refused.allowed and refused.paused and refused.retry_after_s == 5
 
 
 def test_a_session_resolves_slides_and_is_revoked(

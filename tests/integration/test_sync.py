@@ -178,7 +178,8 @@ def test_rate_limited_sync_waits_for_retry_after_and_loses_nothing(
     )["Attributes"]
     assert attributes["ApproximateNumberOfMessagesDelayed"] == "2"  # both retried after Retry-After
     # Once the pause is over, the sync completes and nothing is lost.
-    deps.spotify._budget._limiter.block(deps.spotify._budget._key, seconds=0)
+    budget = deps.spotify._budget
+    budget._limiter.block(budget._key, seconds=0, window_s=deps.settings.spotify_rate_window_s)
     assert sync_user(deps, user).result.added == 50
 
 

@@ -4,6 +4,12 @@ One item per key and window, ``pk = "rl#<key>#<window start>"``; an ``ADD`` with
 one unit only while the window has room, so concurrent callers (every Lambda of every function) share
 one budget without a read-modify-write race. DynamoDB's TTL removes spent windows. Used for logins
 per client IP, manual syncs per user and the app-wide Spotify request budget.
+
+A key can also be closed for a while (an upstream ``Retry-After``): :meth:`RateLimiter.block`
+writes the time it opens again to the key's pause item and to the window items of now and of the
+next window, whose condition refuses every take before it. A ``pausable`` take reads the pause item
+only at its first take in a window (a pause longer than two windows is found there), so a take
+costs one DynamoDB call, not two.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ _CLOSED: dict[tuple[str, str], int] = {}
 class Decision:
     allowed: bool
     count: int  # units taken in this window, this one included when allowed
-    retry_after_s: int  # seconds until the window ends (0 when allowed)
+    retry_after_s: int  # seconds until the window ends, or the pause (0 when allowed)
+    paused: bool = False  # refused because the key is closed (see RateLimiter.block)
 
 
 class RateLimiter:
@@ -35,18 +42,37 @@ class RateLimiter:
         self._table = settings.state_table
         self._client = client or aws.client("dynamodb", settings)
         self._clock = clock
+        self._pause_read: dict[str, float] = {}  # key -> the window whose first take read its pause
 
-    def take(self, key: str, *, limit: int, window_s: int, units: int = 1, rolling: bool = False) -> Decision:
+    def take(
+        self,
+        key: str,
+        *,
+        limit: int,
+        window_s: int,
+        units: int = 1,
+        rolling: bool = False,
+        pausable: bool = False,
+    ) -> Decision:
         """Take ``units`` from ``key``'s budget of ``limit`` per ``window_s`` seconds.
 
         ``rolling`` approximates a window that slides with time rather than restarting: the previous
         window still counts in proportion to how much of it the sliding window covers, so no span of
         ``window_s`` seconds ever sees much more than ``limit`` (a fixed window allows up to twice
-        that around its boundary). Suited to large budgets such as Spotify's per-app one."""
+        that around its boundary). Suited to large budgets such as Spotify's per-app one.
+
+        Every take is refused while the window's item is closed by :meth:`block` (blocked with this
+        ``window_s``); a ``pausable`` one also reads the pause item at its first take in each
+        window, so a pause longer than the two windows it closed still holds."""
         if limit <= 0:
             return Decision(False, 0, window_s)
         now = self._clock()
         start = math.floor(now / window_s) * window_s
+        if pausable and self._pause_read.get(key) != start:
+            paused = self.blocked_for(key)
+            if paused > 0:
+                return Decision(False, limit, max(1, math.ceil(paused)), paused=True)
+            self._pause_read[key] = start
         retry_after = max(1, math.ceil(start + window_s - now))
         carried = 0.0
         if rolling:
@@ -65,18 +91,29 @@ class RateLimiter:
                 TableName=self._table,
                 Key={"pk": {"S": f"rl#{key}#{start}"}},
                 UpdateExpression="ADD #n :units SET expires_at = if_not_exists(expires_at, :exp)",
-                ConditionExpression="attribute_not_exists(#n) OR #n <= :room",
-                ExpressionAttributeNames={"#n": "n"},
+                ConditionExpression="(attribute_not_exists(#n) OR #n <= :room) "
+                "AND (attribute_not_exists(#u) OR #u <= :now)",
+                ExpressionAttributeNames={"#n": "n", "#u": "until"},
                 ExpressionAttributeValues={
                     ":units": {"N": str(units)},
                     ":room": {"N": str(room)},
-                    ":exp": {"N": str(int(start + 2 * window_s + 60))},
+                    ":now": {"N": f"{now:.3f}"},
+                    ":exp": {"N": str(self._expiry(start, window_s))},
                 },
                 ReturnValues="UPDATED_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except self._client.exceptions.ConditionalCheckFailedException:
+        except self._client.exceptions.ConditionalCheckFailedException as exc:
+            until = (exc.response.get("Item") or {}).get("until")
+            if until and float(until["N"]) > now:
+                return Decision(False, limit, max(1, math.ceil(float(until["N"]) - now)), paused=True)
             return Decision(False, limit, retry_after)
         return Decision(True, int(out["Attributes"]["n"]["N"]), 0)
+
+    @staticmethod
+    def _expiry(start: float, window_s: int) -> int:
+        """When DynamoDB may drop a window's item: once a rolling take no longer reads it."""
+        return int(start + 2 * window_s + 60)
 
     def _closed_window(self, key: str, start: float) -> int:
         """The units a window that has ended took: read once per process, it no longer changes."""
@@ -86,15 +123,19 @@ class RateLimiter:
             item = self._client.get_item(
                 TableName=self._table, Key={"pk": {"S": pk}}, ConsistentRead=True
             ).get("Item")
-            cached = int(item["n"]["N"]) if item else 0
+            cached = int(item["n"]["N"]) if item and "n" in item else 0
             if len(_CLOSED) > 1000:
                 _CLOSED.clear()
             _CLOSED[(self._table, pk)] = cached
         return cached
 
-    def block(self, key: str, *, seconds: float) -> None:
-        """Close ``key`` for ``seconds`` (a ``Retry-After`` from upstream), whatever its budget."""
-        until = self._clock() + seconds
+    def block(self, key: str, *, seconds: float, window_s: int | None = None) -> None:
+        """Close ``key`` for ``seconds`` (a ``Retry-After`` from upstream), whatever its budget; the
+        latest word counts. ``window_s``: the windows of the key's pausable takes, whose items of
+        now and of the next window are closed too (a taker that read the pause item before it was
+        written finds it there)."""
+        now = self._clock()
+        until = now + seconds
         self._client.put_item(
             TableName=self._table,
             Item={
@@ -103,6 +144,20 @@ class RateLimiter:
                 "expires_at": {"N": str(int(until) + 60)},
             },
         )
+        if window_s is None:
+            return
+        start = math.floor(now / window_s) * window_s
+        for window in (start, start + window_s):
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"rl#{key}#{window}"}},
+                UpdateExpression="SET #u = :until, expires_at = if_not_exists(expires_at, :exp)",
+                ExpressionAttributeNames={"#u": "until"},
+                ExpressionAttributeValues={
+                    ":until": {"N": f"{until:.3f}"},
+                    ":exp": {"N": str(self._expiry(window, window_s))},
+                },
+            )
 
     def blocked_for(self, key: str) -> float:
         """Seconds ``key`` stays closed by :meth:`block` (0 when open)."""

@@ -4,7 +4,8 @@
   ``SPOTIFY_RATE_WINDOW_SECONDS``, a DynamoDB counter shared by all workers), and is refused at once
   while a 429 pause is in force. A 429 from Spotify pauses everyone for its ``Retry-After``; the
   caller gets :class:`~myi.spotify.errors.SpotifyRateLimited` and retries later through its queue
-  (never a busy loop).
+  (never a busy loop). Taking a unit is one conditional DynamoDB update (the pause is part of its
+  condition; a worker reads the pause item itself once per window).
 - 5xx and network errors are retried with jittered exponential back-off, a few times.
 - A 401 leads to one token refresh and one retry.
 - Batch catalog reads are used only when ``SPOTIFY_BATCH_READS`` says the app may.
@@ -51,20 +52,21 @@ class Budget:
         self._window = settings.spotify_rate_window_s
 
     def acquire(self) -> None:
-        paused = self._limiter.blocked_for(self._key)
-        if paused > 0:
-            raise SpotifyRateLimited("Spotify asked MYI to wait", status=429, retry_after_s=paused)
         # Spotify's limit is a rolling window per app: so is the budget all workers share.
-        decision = self._limiter.take(self._key, limit=self._limit, window_s=self._window, rolling=True)
+        decision = self._limiter.take(
+            self._key, limit=self._limit, window_s=self._window, rolling=True, pausable=True
+        )
         if not decision.allowed:
             raise SpotifyRateLimited(
-                "MYI's Spotify request budget is spent for now",
+                "Spotify asked MYI to wait"
+                if decision.paused
+                else "MYI's Spotify request budget is spent for now",
                 status=429,
                 retry_after_s=decision.retry_after_s,
             )
 
     def pause(self, seconds: float) -> None:
-        self._limiter.block(self._key, seconds=max(1.0, seconds))
+        self._limiter.block(self._key, seconds=max(1.0, seconds), window_s=self._window)
 
 
 @dataclass(frozen=True)
