@@ -176,9 +176,15 @@ class _Exec:
         return self.cur.execute(sql, params)
 
     def script(self, sql: str, params: Any = None) -> None:
-        """Several statements, one after the other (the extended protocol takes one at a time)."""
-        for statement in _split(sql):
-            self(statement, params if params and "%(" in statement else None)
+        """Several statements in one round trip: the parameters are bound here (psycopg quotes
+        them), as the server binds only one statement at a time. Each counts as a statement."""
+        statements = _split(sql)
+        if self.counter is not None:
+            self.counter.count += len(statements)
+        text = ";\n".join(statements)
+        if params:
+            text = psycopg.ClientCursor(self.cur.connection).mogrify(text, params)
+        self.cur.execute(text)
 
     @contextmanager
     def copy(self, sql: str) -> Iterator[Any]:
