@@ -22,7 +22,7 @@ from myi.ratelimit import RateLimiter
 from myi.settings import Settings
 from myi.spotify.accounts import AccountsClient
 from myi.spotify.client import Budget, SpotifyClient
-from myi.sync import SyncDeps, fanout, handle_message, sync_user
+from myi.sync import SENDERS, SyncDeps, fanout, handle_message, sync_user
 from tests.fixtures.auth import grant_for
 from tests.fixtures.plays import make_user
 
@@ -239,6 +239,23 @@ def test_fanout_enqueues_exactly_the_users_who_are_due(deps: SyncDeps) -> None:
     assert (
         fanout(settings, deps.conn, deps.sqs, rng=Lowest()) == 0
     )  # claimed: an overlapping fan-out sends nothing
+
+
+def test_fanout_sends_every_page_with_a_connection_per_sender(deps: SyncDeps) -> None:
+    users = [make_user(deps.conn, f"paged-{i}") for i in range(23)]
+    deps.conn.execute("UPDATE users SET last_login_at = now() WHERE id = ANY (%s)", (users,))
+    deps.conn.execute(  # a grant each: the fan-out reads no token
+        """
+        INSERT INTO spotify_auth (user_id, refresh_token_enc, refresh_key_version)
+        SELECT unnest(%s::bigint[]), '\\x00', 1
+        """,
+        (users,),
+    )
+    settings = deps.settings.replace(sync_fanout_page_size=7)  # four pages, batches of 7 and 2
+    assert fanout(settings, deps.conn, deps.sqs, rng=Lowest()) == 23
+    assert sorted(m["user_id"] for m in queued(deps)) == users
+    # The senders share the client: its pool keeps a connection for each of them.
+    assert deps.sqs.meta.config.max_pool_connections >= SENDERS
 
 
 def test_the_shared_budget_holds_under_concurrent_workers(

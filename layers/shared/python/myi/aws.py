@@ -19,8 +19,18 @@ def _session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
+# Connections each client keeps: as many as the most calls one function makes at once (the sync
+# fan-out's senders, myi.sync.SENDERS), so none is opened and dropped per call.
+MAX_POOL_CONNECTIONS = 32
+
+
 def _client_config() -> Config:
-    return Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10)
+    return Config(
+        retries={"mode": "standard", "max_attempts": 4},
+        connect_timeout=3,
+        read_timeout=10,
+        max_pool_connections=MAX_POOL_CONNECTIONS,
+    )
 
 
 @functools.lru_cache(maxsize=32)

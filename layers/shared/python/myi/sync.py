@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +35,9 @@ from myi.spotify.errors import SpotifyRateLimited
 PAGE = 50
 MIN_INTERVAL_S = 300
 MAX_SQS_DELAY_S = 900
+# The fan-out's SendMessageBatch calls in flight: at 10 to 20 ms each, 32 send 100,000 users in
+# a few seconds. (The AWS clients' connection pools hold as many: see myi.aws.)
+SENDERS = 32
 
 
 @dataclass
@@ -139,6 +142,40 @@ def handle_message(deps: SyncDeps, body: str) -> SyncOutcome | None:
     return sync_user(deps, user_id)
 
 
+def due_pages(settings: Settings, conn: psycopg.Connection[Any], now: datetime) -> Iterator[list[int]]:
+    """The ids of every user who is due, a page (``SYNC_FANOUT_PAGE_SIZE``) at a time. Each page is
+    claimed in the statement that selects it (their ``next_sync_at`` moves on), so overlapping
+    fan-outs never enqueue a user twice."""
+    last_id = 0
+    while True:
+        rows = conn.execute(
+            """
+            WITH due AS (
+                SELECT u.id FROM users u
+                  JOIN spotify_auth a ON a.user_id = u.id AND a.is_valid
+                 WHERE u.id > %(after)s AND u.last_login_at >= %(active)s
+                   AND (u.last_ingested_at IS NULL OR u.last_ingested_at <= %(cool)s)
+                   AND (u.next_sync_at IS NULL OR u.next_sync_at <= %(now)s)
+                 ORDER BY u.id LIMIT %(page)s
+            )
+            UPDATE users u SET next_sync_at = %(claimed)s FROM due WHERE u.id = due.id RETURNING u.id
+            """,
+            {
+                "after": last_id,
+                "active": now - timedelta(days=settings.sync_active_days),
+                "cool": now - timedelta(seconds=settings.sync_cooldown_s),
+                "now": now,
+                "page": settings.sync_fanout_page_size,
+                "claimed": now + timedelta(seconds=max(settings.sync_cooldown_s, 60)),
+            },
+        ).fetchall()
+        if not rows:
+            return
+        ids = sorted(int(r[0]) for r in rows)
+        last_id = ids[-1]
+        yield ids
+
+
 def fanout(
     settings: Settings,
     conn: psycopg.Connection[Any],
@@ -147,58 +184,31 @@ def fanout(
     now: datetime | None = None,
     rng: random.Random | None = None,
 ) -> int:
-    """Enqueue every user who is due, in pages; returns how many. Each page is claimed in one
-    statement (their ``next_sync_at`` moves on), so overlapping fan-outs never enqueue twice."""
+    """Enqueue every user who is due (:func:`due_pages`), ten per ``SendMessageBatch`` and
+    ``SENDERS`` calls at a time; returns how many."""
     now = now or datetime.now(UTC)
     rng = rng or random.Random()  # noqa: S311 - spreading load, not secrets
     queue = _queue(settings)
+
+    def send(batch: list[int]) -> int:
+        entries = [
+            {
+                "Id": str(uid),
+                "MessageBody": json.dumps({"user_id": uid}),
+                "DelaySeconds": rng.randint(0, max(0, settings.sync_max_delay_s)),
+            }
+            for uid in batch
+        ]
+        out = sqs.send_message_batch(QueueUrl=queue, Entries=entries)
+        failed = out.get("Failed") or []
+        if failed:
+            logger.warning("some sync messages were not sent", extra={"failed": len(failed)})
+        return len(batch) - len(failed)
+
     sent = 0
-    last_id = 0
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        while True:
-            rows = conn.execute(
-                """
-                WITH due AS (
-                    SELECT u.id FROM users u
-                      JOIN spotify_auth a ON a.user_id = u.id AND a.is_valid
-                     WHERE u.id > %(after)s AND u.last_login_at >= %(active)s
-                       AND (u.last_ingested_at IS NULL OR u.last_ingested_at <= %(cool)s)
-                       AND (u.next_sync_at IS NULL OR u.next_sync_at <= %(now)s)
-                     ORDER BY u.id LIMIT %(page)s
-                )
-                UPDATE users u SET next_sync_at = %(claimed)s FROM due WHERE u.id = due.id RETURNING u.id
-                """,
-                {
-                    "after": last_id,
-                    "active": now - timedelta(days=settings.sync_active_days),
-                    "cool": now - timedelta(seconds=settings.sync_cooldown_s),
-                    "now": now,
-                    "page": settings.sync_fanout_page_size,
-                    "claimed": now + timedelta(seconds=max(settings.sync_cooldown_s, 60)),
-                },
-            ).fetchall()
-            if not rows:
-                break
-            ids = sorted(int(r[0]) for r in rows)
-            last_id = ids[-1]
-            batches = [ids[i : i + 10] for i in range(0, len(ids), 10)]
-
-            def send(batch: list[int]) -> int:
-                entries = [
-                    {
-                        "Id": str(uid),
-                        "MessageBody": json.dumps({"user_id": uid}),
-                        "DelaySeconds": rng.randint(0, max(0, settings.sync_max_delay_s)),
-                    }
-                    for uid in batch
-                ]
-                out = sqs.send_message_batch(QueueUrl=queue, Entries=entries)
-                failed = out.get("Failed") or []
-                if failed:
-                    logger.warning("some sync messages were not sent", extra={"failed": len(failed)})
-                return len(batch) - len(failed)
-
-            sent += sum(pool.map(send, batches))
+    with ThreadPoolExecutor(max_workers=SENDERS) as pool:
+        for ids in due_pages(settings, conn, now):
+            sent += sum(pool.map(send, [ids[i : i + 10] for i in range(0, len(ids), 10)]))
     logger.info("sync fan-out done", extra={"enqueued": sent})
     return sent
 

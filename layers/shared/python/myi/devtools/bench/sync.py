@@ -2,8 +2,10 @@
 queue (``MYI_BENCH_FANOUT_USERS``, default 2,000). The emulator's SQS recomputes every queue
 attribute over all stored messages for each message sent, so its cost per message grows with the
 queue's depth and a run of 100,000 users takes hours there: this figure measures the emulator far
-more than MYI, whose side is two statements per page of ``SYNC_FANOUT_PAGE_SIZE`` users and one
-``SendMessageBatch`` per ten. ``sync_worker_ms_per_user``: the median time of one user's sync (50 new plays,
+more than MYI, whose side is one statement per page of ``SYNC_FANOUT_PAGE_SIZE`` users and one
+``SendMessageBatch`` per ten. That side alone is ``fanout_claim_users_per_s``: 100,000 eligible
+users selected and claimed, page by page, as the fan-out does before it sends.
+``sync_worker_ms_per_user``: the median time of one user's sync (50 new plays,
 against the local fake Spotify), beside ``sync_worker_spotify_ms_per_user``, the part of it spent
 in the Spotify call (the shared budget's DynamoDB calls included): the rest is MYI.
 ``sync_worker_vs_spotify_ratio`` is the one over the other: below 2, the Spotify call dominates.
@@ -48,19 +50,21 @@ from myi.ratelimit import RateLimiter
 from myi.settings import Settings
 from myi.spotify.accounts import AccountsClient, authorize_url
 from myi.spotify.client import Budget, SpotifyClient
-from myi.sync import SyncDeps, fanout, sync_user
+from myi.sync import SENDERS, SyncDeps, due_pages, fanout, sync_user
 
 FANOUT_USERS = int(os.environ.get("MYI_BENCH_FANOUT_USERS") or 2_000)
+CLAIM_USERS = 100_000
 SYNC_USERS = 200
 
 
-def _fanout(settings: Settings, conn: psycopg.Connection[Any], endpoint: str) -> Iterator[Figure]:
+def _eligible(conn: psycopg.Connection[Any], n: int) -> None:
+    """``n`` users due for a sync (signed in now, a grant, never synced): ``fanout-<i>``."""
     conn.execute(
         """
         INSERT INTO users (spotify_id, last_login_at)
         SELECT 'fanout-' || g, now() FROM generate_series(1, %s) g
         """,
-        (FANOUT_USERS,),
+        (n,),
     )
     conn.execute(
         """
@@ -69,12 +73,23 @@ def _fanout(settings: Settings, conn: psycopg.Connection[Any], endpoint: str) ->
         """
     )
     conn.execute("ANALYZE users, spotify_auth")
+
+
+def _fanout(settings: Settings, conn: psycopg.Connection[Any], endpoint: str) -> Iterator[Figure]:
+    _eligible(conn, CLAIM_USERS)
+    with stopwatch() as elapsed:
+        claimed = sum(len(page) for page in due_pages(settings, conn, datetime.now(UTC)))
+    conn.execute("DELETE FROM users WHERE spotify_id LIKE 'fanout-%%'")
+    if claimed != CLAIM_USERS:
+        raise RuntimeError(f"the fan-out claimed {claimed} of {CLAIM_USERS} users")
+    yield Figure("fanout_claim_users_per_s", claimed / elapsed(), "users/s")
+    _eligible(conn, FANOUT_USERS)
     yield from _fanout_into(settings, conn, endpoint)
 
 
 @contextmanager
 def _separate_emulator() -> Iterator[str]:
-    """An emulator in a process of its own: the fan-out's 16 sending threads and the drainers,
+    """An emulator in a process of its own: the fan-out's sending threads and the drainers,
     and the sync worker, would otherwise share one interpreter with it."""
     port = free_port()
     proc = subprocess.Popen(
@@ -105,7 +120,9 @@ def _fanout_into(settings: Settings, conn: psycopg.Connection[Any], endpoint: st
         region_name=settings.region,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",  # noqa: S106 - the emulator's fixed credentials
-        config=Config(read_timeout=60, retries={"max_attempts": 10, "mode": "standard"}),
+        config=Config(
+            read_timeout=60, retries={"max_attempts": 10, "mode": "standard"}, max_pool_connections=SENDERS
+        ),
     )
     with _drained_queue(sqs) as queue, stopwatch() as elapsed:
         sent = fanout(
@@ -124,7 +141,7 @@ def _fanout_into(settings: Settings, conn: psycopg.Connection[Any], endpoint: st
         entries = [{"Id": str(i), "MessageBody": body} for i in range(min(10, FANOUT_USERS - batch * 10))]
         sqs.send_message_batch(QueueUrl=queue, Entries=entries)
 
-    with _drained_queue(sqs) as queue, stopwatch() as baseline, ThreadPoolExecutor(16) as pool:
+    with _drained_queue(sqs) as queue, stopwatch() as baseline, ThreadPoolExecutor(SENDERS) as pool:
         list(pool.map(send, range((FANOUT_USERS + 9) // 10)))
     yield Figure("fanout_vs_emulator_ratio", elapsed() / baseline(), "x")
 
