@@ -85,9 +85,11 @@ class IngestResult:
 
 @dataclass
 class StatementCounter:
-    """Counts the SQL statements the ingestion core sends (for ``make bench``)."""
+    """Counts the SQL statements the ingestion core sends, and the round trips they take (a
+    script's statements go in one), for ``make bench``."""
 
     count: int = 0
+    round_trips: int = 0
 
 
 @dataclass
@@ -173,6 +175,7 @@ class _Exec:
     def __call__(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
         if self.counter is not None:
             self.counter.count += 1
+            self.counter.round_trips += 1
         return self.cur.execute(sql, params)
 
     def script(self, sql: str, params: Any = None) -> None:
@@ -181,6 +184,7 @@ class _Exec:
         statements = _split(sql)
         if self.counter is not None:
             self.counter.count += len(statements)
+            self.counter.round_trips += 1
         text = ";\n".join(statements)
         if params:
             text = psycopg.ClientCursor(self.cur.connection).mogrify(text, params)
@@ -190,6 +194,7 @@ class _Exec:
     def copy(self, sql: str) -> Iterator[Any]:
         if self.counter is not None:
             self.counter.count += 1
+            self.counter.round_trips += 1
         with self.cur.copy(sql) as cp:
             yield cp
 

@@ -6,7 +6,8 @@ import's path) as the import worker commits them (``IMPORT_BATCH_SIZE`` plays a 
 ingestion calls of ``BULK_BATCH_SIZE``), statistics included. ``ingest_vs_copy_ratio``: that
 time over a plain COPY of the same rows into an unindexed table, measured in the same run.
 ``sync_batch_statements``: SQL statements one 50-play API batch sends (and the same for 500 plays,
-to show it does not grow). ``MYI_BENCH_PLAYS`` overrides the number of plays for a quick run.
+to show it does not grow), and ``sync_batch_round_trips``, the round trips to the server they
+take. ``MYI_BENCH_PLAYS`` overrides the number of plays for a quick run.
 """
 
 from __future__ import annotations
@@ -131,3 +132,5 @@ def run(ctx: BenchContext) -> Iterator[Figure]:
             counter = StatementCounter()
             ingest(conn, sync_user, plays, counter=counter)
             yield Figure(name, counter.count, "statements")
+            if size == 50:
+                yield Figure("sync_batch_round_trips", counter.round_trips, "round trips")
