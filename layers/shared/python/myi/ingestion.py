@@ -110,20 +110,24 @@ class _Staged:
 KnownTracks = dict[tuple[str, ...], tuple[int, tuple[str, str]]]
 
 
+# The batch's staging tables. They have no keys: at every commit of a transaction that used them,
+# PostgreSQL empties them (ON COMMIT DELETE ROWS) and rebuilds each index they have, about half a
+# millisecond an index; a batch's joins hash on these columns instead (its keys are unique by
+# construction in _stage).
 _TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS tmp_artists (
-    rk integer PRIMARY KEY, spotify_id text, name text NOT NULL, name_key text NOT NULL,
+    rk integer NOT NULL, spotify_id text, name text NOT NULL, name_key text NOT NULL,
     image_url text, id bigint
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_albums (
-    ak integer PRIMARY KEY, spotify_id text, name text NOT NULL, name_key text NOT NULL,
+    ak integer NOT NULL, spotify_id text, name text NOT NULL, name_key text NOT NULL,
     artist_key text NOT NULL, image_url text, release_date text, id bigint
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_album_artists (
     ak integer NOT NULL, rk integer NOT NULL, position smallint NOT NULL
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_tracks (
-    tk integer PRIMARY KEY, spotify_id text, name text NOT NULL, name_key text NOT NULL,
+    tk integer NOT NULL, spotify_id text, name text NOT NULL, name_key text NOT NULL,
     artist_key text NOT NULL, duration_ms integer, explicit boolean, ak integer, full_data boolean NOT NULL,
     id bigint, album_id bigint, is_new boolean NOT NULL DEFAULT false, alt_ids bigint[]
 ) ON COMMIT DELETE ROWS;
@@ -131,7 +135,7 @@ CREATE TEMP TABLE IF NOT EXISTS tmp_track_artists (
     tk integer NOT NULL, rk integer NOT NULL, position smallint NOT NULL
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_plays (
-    seq integer PRIMARY KEY, tk integer NOT NULL, played_at timestamptz NOT NULL, ms_played integer,
+    seq integer NOT NULL, tk integer NOT NULL, played_at timestamptz NOT NULL, ms_played integer,
     origin text NOT NULL, track_id bigint, alt_ids bigint[], action text, target_track bigint,
     target timestamptz
 ) ON COMMIT DELETE ROWS;
@@ -146,10 +150,10 @@ CREATE TEMP TABLE IF NOT EXISTS tmp_credit_moves (
     track_id bigint NOT NULL, artist_id bigint NOT NULL, sign integer NOT NULL
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_artist_merges (
-    p bigint PRIMARY KEY, r bigint NOT NULL
+    p bigint NOT NULL, r bigint NOT NULL
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_album_merges (
-    p bigint PRIMARY KEY, r bigint NOT NULL
+    p bigint NOT NULL, r bigint NOT NULL
 ) ON COMMIT DELETE ROWS;
 """
 _BATCH_TABLES = (
