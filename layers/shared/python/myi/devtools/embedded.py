@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,28 +84,56 @@ def ensure_database(pg: EmbeddedPostgres, dbname: str) -> str:
     return url_with_database(pg.url, dbname)
 
 
+class _AtomicDynamoDB:
+    """WSGI middleware: the emulator's DynamoDB requests one at a time. DynamoDB applies each item
+    operation atomically (a conditional update checks and writes in one step), which the
+    emulator's threaded server does not: two concurrent conditional updates could both pass, and
+    a shared budget would hand out one unit too many. Other services (SQS long polls) stay
+    concurrent."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB"):
+            return self._app(environ, start_response)
+        with self._lock:
+            return list(self._app(environ, start_response))
+
+
 @dataclass
 class EmbeddedAws:
     server: Any
+    thread: threading.Thread
     url: str
 
     def stop(self) -> None:
-        self.server.stop()
+        self.server.shutdown()
+        self.thread.join(timeout=10)
+        self.server.server_close()
 
 
 def start_aws(port: int | None = None) -> EmbeddedAws:
-    """Start moto in server mode on loopback and point this process's AWS settings at it."""
+    """Start moto in server mode on loopback (DynamoDB requests one at a time: see
+    :class:`_AtomicDynamoDB`)."""
     import logging
 
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     port = port or free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    return EmbeddedAws(server=server, url=url)
+    app = _AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, name="aws-emulator", daemon=True)
+    thread.start()
+    return EmbeddedAws(server=server, thread=thread, url=f"http://127.0.0.1:{port}")
 
 
 def apply_emulator_env(endpoint: str, env: dict[str, str] | None = None) -> None:
