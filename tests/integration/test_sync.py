@@ -18,6 +18,7 @@ from myi import aws, stats
 from myi.auth.tokens import TokenManager, store_grant
 from myi.crypto import KeyRing
 from myi.fakespotify import FakeSpotify
+from myi.ingestion import USER_LOCK_CLASS
 from myi.ratelimit import RateLimiter
 from myi.settings import Settings
 from myi.spotify.accounts import AccountsClient
@@ -93,6 +94,16 @@ def events(conn: psycopg.Connection[Any], user: int) -> int:
     return int(row[0])
 
 
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def cursor_of(conn: psycopg.Connection[Any], user: int) -> datetime | None:
+    row = conn.execute("SELECT sync_cursor FROM users WHERE id = %s", (user,)).fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
 def add_plays(fake: FakeSpotify, user: str, n: int) -> None:
     tracks = list(fake.world.tracks)
     base = datetime.now(UTC) - timedelta(seconds=n * 5 + 5)  # after the demo world's plays
@@ -104,11 +115,11 @@ def test_a_first_sync_stores_the_latest_page_and_reads_on(deps: SyncDeps, fake_s
     user = signed_in(deps)
     outcome = sync_user(deps, user)
     assert outcome.status == "synced" and outcome.fetched == 50 and outcome.result.added == 50
-    assert outcome.requeued and queued(deps) == [{"user_id": user}]
+    newest = fake_spotify.world.plays["demo"][-1][0]
+    assert outcome.requeued and queued(deps) == [{"user_id": user, "after": ms(newest)}]
     row = deps.conn.execute(
         "SELECT last_ingested_at IS NOT NULL, sync_cursor, sync_gaps FROM users WHERE id = %s", (user,)
     ).fetchone()
-    newest = fake_spotify.world.plays["demo"][-1][0]
     assert row == (True, newest.replace(microsecond=newest.microsecond // 1000 * 1000), 0)
     estimated = deps.conn.execute(
         "SELECT bool_and(is_estimated), bool_and(origin = 'api') FROM listening_events WHERE user_id = %s",
@@ -161,6 +172,60 @@ def test_a_full_page_after_the_cursor_is_counted_as_a_possible_gap(
         "SELECT sync_gaps, sync_full_pages, sync_interval_s FROM users WHERE id = %s", (user,)
     ).fetchone()
     assert row is not None and row[0] == 1 and row[1] == 2 and row[2] == 300
+
+
+def test_a_read_on_message_reads_after_its_page_before_the_cursor_has_moved(
+    deps: SyncDeps, fake_spotify: FakeSpotify
+) -> None:
+    user = signed_in(deps)
+    plays = fake_spotify.world.plays["demo"]
+    middle = plays[-10][0]  # as if the sync of the page up to here had not committed yet
+    outcome = handle_message(deps, json.dumps({"user_id": user, "after": ms(middle)}))
+    assert outcome is not None and outcome.result.added == 9
+    assert fake_spotify.requests[-1][2]["after"] == str(ms(middle))
+    assert cursor_of(deps.conn, user) is None  # moved only by the sync it follows
+    assert handle_message(deps, json.dumps({"user_id": user})) is not None
+    assert events(deps.conn, user) == 50 and cursor_of(deps.conn, user) is not None
+    for body in ({"user_id": user, "after": -1}, {"user_id": user, "after": "soon"}, ["user_id"]):
+        assert handle_message(deps, json.dumps(body)) is None
+
+
+def test_a_page_that_fails_to_be_stored_is_read_again_though_its_read_on_went_ahead(
+    deps: SyncDeps, fake_spotify: FakeSpotify, database_url: str
+) -> None:
+    user = signed_in(deps)
+    sync_user(deps, user)
+    queued(deps)
+    before = cursor_of(deps.conn, user)
+    add_plays(fake_spotify, "demo", 50)
+    # Another session holds the user's ingestion lock: storing the full page times out.
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", (USER_LOCK_CLASS, user))
+        deps.conn.execute("SET lock_timeout = '100ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            handle_message(deps, json.dumps({"user_id": user}))
+    deps.conn.execute("RESET lock_timeout")
+    (read_on,) = queued(deps)
+    # The read-on went out while the page was being stored; it runs first and finds a new play.
+    add_plays(fake_spotify, "demo", 1)
+    outcome = handle_message(deps, json.dumps(read_on))
+    assert outcome is not None and outcome.result.added == 1
+    assert cursor_of(deps.conn, user) == before
+    # The failed message comes back: from the cursor, which has not moved, nothing Spotify still
+    # shows is missing (it shows the latest 50 plays: the failed page's oldest is beyond it).
+    outcome = handle_message(deps, json.dumps({"user_id": user}))
+    assert outcome is not None and outcome.result.added == 49
+    shown = {
+        (at.replace(microsecond=at.microsecond // 1000 * 1000), track)
+        for at, track in fake_spotify.world.plays["demo"][-50:]
+    }
+    stored = deps.conn.execute(
+        "SELECT e.played_at, t.spotify_id FROM listening_events e JOIN tracks t ON t.id = e.track_id"
+        " WHERE e.user_id = %s",
+        (user,),
+    ).fetchall()
+    assert len(shown) == 50 and shown <= {(at, track) for at, track in stored}
+    assert events(deps.conn, user) == 100 and stats.verify(deps.conn, user) == []
 
 
 def test_rate_limited_sync_waits_for_retry_after_and_loses_nothing(

@@ -9,14 +9,21 @@ ingests the plays (source ``api``, ``ms_played`` estimated) and moves the cursor
 Cadence adapts per user: a full page (50 plays since the last sync) halves the user's interval and
 re-enqueues them at once to read on; a quiet page lengthens it. A full page after a cursor may
 mean plays were lost before MYI saw them: it is counted in ``users.sync_gaps`` and logged.
+
+The message that reads on carries its cursor (``after``: the page's newest play, in ms), so it is
+sent while the page is being stored: delivered before that commit, it reads on from the page it
+follows all the same. It moves the user's cursor only once the sync it follows has moved it that
+far: should storing that page fail, the message that fetched it comes back and fetches it again
+from the cursor, which has not moved, so no play is lost.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,23 +70,47 @@ def _queue(settings: Settings) -> str:
     return str(settings.require("sync_queue_url", "SYNC_QUEUE_URL"))
 
 
-def enqueue(deps_sqs: Any, settings: Settings, user_id: int, delay_s: int = 0) -> None:
+def enqueue(
+    deps_sqs: Any, settings: Settings, user_id: int, delay_s: int = 0, *, after_ms: int | None = None
+) -> None:
+    """A sync of ``user_id`` (reading on from ``after_ms`` at least, when given)."""
+    body: dict[str, int] = {"user_id": user_id}
+    if after_ms is not None:
+        body["after"] = after_ms
     deps_sqs.send_message(
         QueueUrl=_queue(settings),
-        MessageBody=json.dumps({"user_id": user_id}),
+        MessageBody=json.dumps(body),
         DelaySeconds=max(0, min(MAX_SQS_DELAY_S, int(delay_s))),
     )
 
 
-def sync_user(deps: SyncDeps, user_id: int) -> SyncOutcome:
-    """One sync of one user: read on from their cursor, ingest, move the cursor and the cadence."""
+@functools.cache
+def _sender() -> ThreadPoolExecutor:
+    """The thread that sends a read-on message while the worker stores the page it follows."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="myi-sync-read-on")
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms // 1000, UTC) + timedelta(milliseconds=ms % 1000)
+
+
+def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> SyncOutcome:
+    """One sync of one user: read on from their cursor (or from ``after_ms``, a read-on message's,
+    when that is later), ingest, move the cursor and the cadence."""
     conn, s = deps.conn, deps.settings
     row = conn.execute("SELECT sync_cursor, sync_interval_s FROM users WHERE id = %s", (user_id,)).fetchone()
     if row is None:
         logger.info("sync for a user who no longer exists; dropped", extra={"user_id": user_id})
         return SyncOutcome("no_user")
     cursor, interval = row[0], row[1] or s.sync_cooldown_s or MIN_INTERVAL_S
-    after_ms = int(cursor.timestamp() * 1000) if cursor else None
+    follows = None if after_ms is None else _at(after_ms)
+    if follows is not None and (cursor is None or follows > cursor):
+        cursor = follows
+    after_ms = _ms(cursor) if cursor else None
     try:
         page = deps.spotify.recently_played(deps.tokens.token_source(user_id), after_ms=after_ms)
     except GrantUnavailable:
@@ -88,22 +119,35 @@ def sync_user(deps: SyncDeps, user_id: int) -> SyncOutcome:
         )
         return SyncOutcome("no_grant")
     except SpotifyRateLimited as exc:
-        wait = int(exc.retry_after_s or 1) + deps.rng.randint(0, 10)
-        enqueue(deps.sqs, s, user_id, wait)
-        logger.info("Spotify rate limit: sync retried later", extra={"user_id": user_id, "delay_s": wait})
+        delay = int(exc.retry_after_s or 1) + deps.rng.randint(0, 10)
+        enqueue(deps.sqs, s, user_id, delay)
+        logger.info("Spotify rate limit: sync retried later", extra={"user_id": user_id, "delay_s": delay})
         return SyncOutcome("rate_limited", requeued=True)
-    plays = [Play(p.track, p.played_at, "api", None) for p in page]
-    result = ingest(conn, user_id, plays) if plays else IngestResult()
-    now = deps.clock()
     full = len(page) >= PAGE
+    newest = max((p.played_at for p in page), default=None)
+    read_on: Future[None] | None = None
+    if full and newest is not None:
+        read_on = _sender().submit(
+            enqueue, deps.sqs, s, user_id, deps.rng.randint(0, 5), after_ms=_ms(newest)
+        )
+    plays = [Play(p.track, p.played_at, "api", None) for p in page]
+    try:
+        result = ingest(conn, user_id, plays) if plays else IngestResult()
+    finally:
+        if read_on is not None:
+            wait([read_on])  # no send outlives its message
+    if read_on is not None:
+        read_on.result()  # a failed send fails the message: it comes back and reads this page again
+    now = deps.clock()
     gap = full and cursor is not None
     interval = (
         max(MIN_INTERVAL_S, interval // 2) if full else min(max(s.sync_cooldown_s, 3600), int(interval * 1.5))
     )
-    newest = max((p.played_at for p in page), default=None)
     conn.execute(
         """
-        UPDATE users SET last_ingested_at = %(now)s, sync_cursor = GREATEST(sync_cursor, %(newest)s),
+        UPDATE users SET last_ingested_at = %(now)s,
+               sync_cursor = CASE WHEN %(follows)s::timestamptz IS NULL OR sync_cursor >= %(follows)s
+                                  THEN GREATEST(sync_cursor, %(newest)s) ELSE sync_cursor END,
                sync_interval_s = %(interval)s, next_sync_at = %(next)s,
                sync_full_pages = sync_full_pages + %(full)s, sync_gaps = sync_gaps + %(gap)s
          WHERE id = %(user)s
@@ -111,6 +155,7 @@ def sync_user(deps: SyncDeps, user_id: int) -> SyncOutcome:
         {
             "now": now,
             "newest": newest,
+            "follows": follows,
             "interval": interval,
             "next": now + timedelta(seconds=interval),
             "full": int(full),
@@ -127,8 +172,6 @@ def sync_user(deps: SyncDeps, user_id: int) -> SyncOutcome:
         metrics.add_metric(name="SyncPossibleGaps", unit="Count", value=1)
     if result.gaps:  # new tracks or artists to complete
         enrichment.request(deps.sqs, s)
-    if full:
-        enqueue(deps.sqs, s, user_id, deps.rng.randint(0, 5))
     return SyncOutcome("synced", result, len(page), requeued=full)
 
 
@@ -136,10 +179,14 @@ def handle_message(deps: SyncDeps, body: str) -> SyncOutcome | None:
     try:
         message = json.loads(body)
         user_id = int(message["user_id"])
-    except (ValueError, KeyError, TypeError):
-        logger.warning("sync queue message without a user id; dropped")
+        after = message.get("after")
+        after_ms = None if after is None else int(after)
+        if after_ms is not None and after_ms < 0:
+            raise ValueError(after_ms)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        logger.warning("sync queue message without a user id or with a bad cursor; dropped")
         return None
-    return sync_user(deps, user_id)
+    return sync_user(deps, user_id, after_ms=after_ms)
 
 
 def due_pages(settings: Settings, conn: psycopg.Connection[Any], now: datetime) -> Iterator[list[int]]:
