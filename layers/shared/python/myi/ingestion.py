@@ -721,8 +721,14 @@ def _copy_catalog(ex: _Exec, st: _Staged, *, analyze: bool = True) -> None:
 # ---------------------------------------------------------------------------------------------
 # Catalog
 # ---------------------------------------------------------------------------------------------
-_CATALOG_SQL = """
--- Artists: real ones by Spotify id (names and images corrected), provisional ones by name.
+# The catalog statements, each with what a batch must hold for it to have any work (None: every
+# batch): ``real_*`` and ``named_*``, artists, albums or tracks with and without a Spotify id;
+# ``albums``, any album; ``full``, a full API track object. See _catalog_script.
+_CATALOG: tuple[tuple[str | None, str], ...] = (
+    # Artists: real ones by Spotify id (names and images corrected), provisional ones by name.
+    (
+        "real_artists",
+        """
 INSERT INTO artists (spotify_id, name, name_key, image_url)
 SELECT spotify_id, name, name_key, image_url FROM tmp_artists WHERE spotify_id IS NOT NULL
 ORDER BY spotify_id
@@ -730,16 +736,31 @@ ON CONFLICT (spotify_id) DO UPDATE
    SET name = EXCLUDED.name, name_key = EXCLUDED.name_key,
        image_url = COALESCE(EXCLUDED.image_url, artists.image_url), updated_at = now()
  WHERE (artists.name, artists.image_url) IS DISTINCT FROM
-       (EXCLUDED.name, COALESCE(EXCLUDED.image_url, artists.image_url));
+       (EXCLUDED.name, COALESCE(EXCLUDED.image_url, artists.image_url))""",
+    ),
+    (
+        "named_artists",
+        """
 INSERT INTO artists (name, name_key)
 SELECT name, name_key FROM tmp_artists WHERE spotify_id IS NULL ORDER BY name_key
-ON CONFLICT (name_key) WHERE spotify_id IS NULL DO NOTHING;
+ON CONFLICT (name_key) WHERE spotify_id IS NULL DO NOTHING""",
+    ),
+    (
+        "real_artists",
+        """
 UPDATE tmp_artists t SET id = a.id FROM artists a
- WHERE t.spotify_id IS NOT NULL AND a.spotify_id = t.spotify_id;
+ WHERE t.spotify_id IS NOT NULL AND a.spotify_id = t.spotify_id""",
+    ),
+    (
+        "named_artists",
+        """
 UPDATE tmp_artists t SET id = a.id FROM artists a
- WHERE t.spotify_id IS NULL AND a.spotify_id IS NULL AND a.name_key = t.name_key;
-
--- Albums, the same way; provisional albums are keyed by (artist name, album name).
+ WHERE t.spotify_id IS NULL AND a.spotify_id IS NULL AND a.name_key = t.name_key""",
+    ),
+    # Albums, the same way; provisional albums are keyed by (artist name, album name).
+    (
+        "real_albums",
+        """
 INSERT INTO albums (spotify_id, name, name_key, artist_key, image_url, release_date)
 SELECT spotify_id, name, name_key, artist_key, image_url, release_date FROM tmp_albums
  WHERE spotify_id IS NOT NULL ORDER BY spotify_id
@@ -749,24 +770,46 @@ ON CONFLICT (spotify_id) DO UPDATE
        release_date = COALESCE(EXCLUDED.release_date, albums.release_date), updated_at = now()
  WHERE (albums.name, albums.image_url, albums.release_date) IS DISTINCT FROM
        (EXCLUDED.name, COALESCE(EXCLUDED.image_url, albums.image_url),
-        COALESCE(EXCLUDED.release_date, albums.release_date));
+        COALESCE(EXCLUDED.release_date, albums.release_date))""",
+    ),
+    (
+        "named_albums",
+        """
 INSERT INTO albums (name, name_key, artist_key)
 SELECT name, name_key, artist_key FROM tmp_albums WHERE spotify_id IS NULL ORDER BY artist_key, name_key
-ON CONFLICT (artist_key, name_key) WHERE spotify_id IS NULL DO NOTHING;
+ON CONFLICT (artist_key, name_key) WHERE spotify_id IS NULL DO NOTHING""",
+    ),
+    (
+        "real_albums",
+        """
 UPDATE tmp_albums t SET id = a.id FROM albums a
- WHERE t.spotify_id IS NOT NULL AND a.spotify_id = t.spotify_id;
+ WHERE t.spotify_id IS NOT NULL AND a.spotify_id = t.spotify_id""",
+    ),
+    (
+        "named_albums",
+        """
 UPDATE tmp_albums t SET id = a.id FROM albums a
  WHERE t.spotify_id IS NULL AND a.spotify_id IS NULL AND a.artist_key = t.artist_key
-   AND a.name_key = t.name_key;
+   AND a.name_key = t.name_key""",
+    ),
+    (
+        "albums",
+        """
 INSERT INTO album_artists (album_id, artist_id, position)
 SELECT al.id, ar.id, aa.position FROM tmp_album_artists aa
   JOIN tmp_albums al USING (ak) JOIN tmp_artists ar USING (rk)
  ORDER BY 1, 2
-ON CONFLICT DO NOTHING;
-
-UPDATE tmp_tracks t SET album_id = al.id FROM tmp_albums al WHERE al.ak = t.ak;
-
--- Tracks known by Spotify id: new ones inserted, existing ones looked up.
+ON CONFLICT DO NOTHING""",
+    ),
+    (
+        "albums",
+        """
+UPDATE tmp_tracks t SET album_id = al.id FROM tmp_albums al WHERE al.ak = t.ak""",
+    ),
+    # Tracks known by Spotify id: new ones inserted, existing ones looked up.
+    (
+        "real_tracks",
+        """
 WITH new AS (
     INSERT INTO tracks (spotify_id, name, name_key, artist_key, album_id, duration_ms, explicit)
     SELECT spotify_id, name, name_key, artist_key, album_id, duration_ms, explicit FROM tmp_tracks
@@ -774,16 +817,27 @@ WITH new AS (
     ON CONFLICT (spotify_id) DO NOTHING
     RETURNING id, spotify_id
 )
-UPDATE tmp_tracks t SET id = new.id, is_new = true FROM new WHERE new.spotify_id = t.spotify_id;
+UPDATE tmp_tracks t SET id = new.id, is_new = true FROM new WHERE new.spotify_id = t.spotify_id""",
+    ),
+    (
+        "real_tracks",
+        """
 UPDATE tmp_tracks t SET id = x.id FROM tracks x
- WHERE t.id IS NULL AND t.spotify_id IS NOT NULL AND x.spotify_id = t.spotify_id;
-
--- Tracks known by name only (account data): an existing track of that artist and name (a real one
--- first), else a provisional name-only track.
+ WHERE t.id IS NULL AND t.spotify_id IS NOT NULL AND x.spotify_id = t.spotify_id""",
+    ),
+    # Tracks known by name only (account data): an existing track of that artist and name (a real one
+    # first), else a provisional name-only track.
+    (
+        "named_tracks",
+        """
 UPDATE tmp_tracks t SET id = (
     SELECT x.id FROM tracks x WHERE x.artist_key = t.artist_key AND x.name_key = t.name_key
      ORDER BY (x.spotify_id IS NULL), x.id LIMIT 1)
- WHERE t.spotify_id IS NULL;
+ WHERE t.spotify_id IS NULL""",
+    ),
+    (
+        "named_tracks",
+        """
 WITH new AS (
     INSERT INTO tracks (name, name_key, artist_key, album_id, duration_ms)
     SELECT name, name_key, artist_key, album_id, duration_ms FROM tmp_tracks
@@ -792,18 +846,29 @@ WITH new AS (
     RETURNING id, artist_key, name_key
 )
 UPDATE tmp_tracks t SET id = new.id, is_new = true FROM new
- WHERE t.spotify_id IS NULL AND new.artist_key = t.artist_key AND new.name_key = t.name_key;
+ WHERE t.spotify_id IS NULL AND new.artist_key = t.artist_key AND new.name_key = t.name_key""",
+    ),
+    (
+        "named_tracks",
+        """
 UPDATE tmp_tracks t SET id = x.id FROM tracks x
- WHERE t.id IS NULL AND x.spotify_id IS NULL AND x.artist_key = t.artist_key AND x.name_key = t.name_key;
-
--- Album changes of existing tracks come from full API data only (it corrects, and the statistics of
--- every user move with it under the exclusive catalog lock). Export data never changes an existing
--- track's album or credits, not even a missing one: other users' batches may be counting its plays
--- at the same time under the shared lock. Such a track is a catalog gap that enrichment fills.
+ WHERE t.id IS NULL AND x.spotify_id IS NULL AND x.artist_key = t.artist_key AND x.name_key = t.name_key""",
+    ),
+    # Album changes of existing tracks come from full API data only (it corrects, and the statistics of
+    # every user move with it under the exclusive catalog lock). Export data never changes an existing
+    # track's album or credits, not even a missing one: other users' batches may be counting its plays
+    # at the same time under the shared lock. Such a track is a catalog gap that enrichment fills.
+    (
+        "full",
+        """
 INSERT INTO tmp_album_moves (track_id, old_album, new_album)
 SELECT x.id, x.album_id, t.album_id FROM tmp_tracks t JOIN tracks x ON x.id = t.id
  WHERE NOT t.is_new AND t.album_id IS NOT NULL AND x.album_id IS DISTINCT FROM t.album_id
-   AND t.full_data;
+   AND t.full_data""",
+    ),
+    (
+        None,
+        """
 UPDATE tracks x SET
        name = CASE WHEN t.full_data THEN t.name ELSE x.name END,
        name_key = CASE WHEN t.full_data THEN t.name_key ELSE x.name_key END,
@@ -819,10 +884,13 @@ UPDATE tracks x SET
                          IS DISTINCT FROM (t.name, t.artist_key, COALESCE(t.album_id, x.album_id),
                                            COALESCE(t.duration_ms, x.duration_ms),
                                            COALESCE(t.explicit, x.explicit)))
-        OR (NOT t.full_data AND x.duration_ms IS NULL AND t.duration_ms IS NOT NULL));
-
--- Credits: full API data replaces the credits of existing tracks (statistics move with them); new
--- tracks take the credits of the batch.
+        OR (NOT t.full_data AND x.duration_ms IS NULL AND t.duration_ms IS NOT NULL))""",
+    ),
+    # Credits: full API data replaces the credits of existing tracks (statistics move with them); new
+    # tracks take the credits of the batch.
+    (
+        "full",
+        """
 INSERT INTO tmp_credit_moves (track_id, artist_id, sign)
 SELECT old.track_id, old.artist_id, -1 FROM track_artists old
   JOIN tmp_tracks t ON t.id = old.track_id AND t.full_data AND NOT t.is_new
@@ -833,18 +901,27 @@ SELECT t.id, ar.id, 1 FROM tmp_tracks t
   JOIN tmp_track_artists ta USING (tk) JOIN tmp_artists ar USING (rk)
  WHERE NOT t.is_new
    AND t.full_data AND NOT EXISTS (SELECT 1 FROM track_artists x
-                                    WHERE x.track_id = t.id AND x.artist_id = ar.id);
+                                    WHERE x.track_id = t.id AND x.artist_id = ar.id)""",
+    ),
+    (
+        "full",
+        """
 DELETE FROM track_artists x USING tmp_credit_moves m
- WHERE m.sign = -1 AND x.track_id = m.track_id AND x.artist_id = m.artist_id;
--- (Two keys of a batch can name one track, its Spotify id and its artist and name: one credit.)
+ WHERE m.sign = -1 AND x.track_id = m.track_id AND x.artist_id = m.artist_id""",
+    ),
+    # (Two keys of a batch can name one track, its Spotify id and its artist and name: one credit.)
+    (
+        None,
+        """
 INSERT INTO track_artists (track_id, artist_id, position)
 SELECT DISTINCT ON (t.id, ar.id) t.id, ar.id, ta.position FROM tmp_tracks t
   JOIN tmp_track_artists ta USING (tk) JOIN tmp_artists ar USING (rk)
  WHERE t.is_new OR t.full_data
  ORDER BY t.id, ar.id, t.full_data DESC, t.is_new DESC, ta.position
 ON CONFLICT (track_id, artist_id) DO UPDATE SET position = EXCLUDED.position
- WHERE track_artists.position <> EXCLUDED.position;
-"""
+ WHERE track_artists.position <> EXCLUDED.position""",
+    ),
+)
 
 # Statistics of every user follow album and credit changes of the tracks they played: (table,
 # key, stat_counts column, the rows to add, the moved keys whose rows may have emptied).
@@ -933,8 +1010,24 @@ def _move_statistics(ex: _Exec) -> None:
         _add_and_delete(ex, table, key, column, select, emptied)
 
 
+def _catalog_script(st: _Staged) -> str:
+    """The statements of _CATALOG that ``st`` has work for (an API batch has no rows without a
+    Spotify id, an export batch no full track object), as one script."""
+    holds = {
+        "real_artists": any(row[1] for row in st.artists.values()),
+        "named_artists": any(not row[1] for row in st.artists.values()),
+        "real_albums": any(row[1] for row in st.albums.values()),
+        "named_albums": any(not row[1] for row in st.albums.values()),
+        "albums": bool(st.albums),
+        "real_tracks": any(row[1] for row in st.tracks.values()),
+        "named_tracks": any(not row[1] for row in st.tracks.values()),
+        "full": st.has_full,
+    }
+    return ";\n".join(sql for need, sql in _CATALOG if need is None or holds[need])
+
+
 def _upsert_catalog(ex: _Exec, st: _Staged) -> None:
-    ex.script(_CATALOG_SQL)
+    ex.script(_catalog_script(st))
     if not st.has_full:
         return
     # Only full API objects can change an existing track's album or credits; mostly they do not.
