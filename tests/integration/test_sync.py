@@ -186,7 +186,12 @@ def test_a_read_on_message_reads_after_its_page_before_the_cursor_has_moved(
     assert cursor_of(deps.conn, user) is None  # moved only by the sync it follows
     assert handle_message(deps, json.dumps({"user_id": user})) is not None
     assert events(deps.conn, user) == 50 and cursor_of(deps.conn, user) is not None
-    for body in ({"user_id": user, "after": -1}, {"user_id": user, "after": "soon"}, ["user_id"]):
+    bad = (
+        {"user_id": user, "after": -1},
+        {"user_id": user, "after": "soon"},
+        {"user_id": user, "after": 10**20},
+    )
+    for body in (*bad, ["user_id"]):
         assert handle_message(deps, json.dumps(body)) is None
 
 

@@ -98,6 +98,9 @@ def _at(ms: int) -> datetime:
     return datetime.fromtimestamp(ms // 1000, UTC) + timedelta(milliseconds=ms % 1000)
 
 
+_LAST_MS = 253_402_300_799_999  # 9999-12-31 23:59:59.999 UTC, the last millisecond a datetime holds
+
+
 def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> SyncOutcome:
     """One sync of one user: read on from their cursor (or from ``after_ms``, a read-on message's,
     when that is later), ingest, move the cursor and the cadence."""
@@ -181,7 +184,7 @@ def handle_message(deps: SyncDeps, body: str) -> SyncOutcome | None:
         user_id = int(message["user_id"])
         after = message.get("after")
         after_ms = None if after is None else int(after)
-        if after_ms is not None and after_ms < 0:
+        if after_ms is not None and not 0 <= after_ms <= _LAST_MS:
             raise ValueError(after_ms)
     except (ValueError, KeyError, TypeError, AttributeError):
         logger.warning("sync queue message without a user id or with a bad cursor; dropped")
