@@ -101,7 +101,8 @@ def ms(at: datetime) -> int:
 def cursor_of(conn: psycopg.Connection[Any], user: int) -> datetime | None:
     row = conn.execute("SELECT sync_cursor FROM users WHERE id = %s", (user,)).fetchone()
     assert row is not None
-    return row[0]  # type: ignore[no-any-return]
+    cursor: datetime | None = row[0]
+    return cursor
 
 
 def add_plays(fake: FakeSpotify, user: str, n: int) -> None:
