@@ -204,12 +204,13 @@ def test_a_page_that_fails_to_be_stored_is_read_again_though_its_read_on_went_ah
     queued(deps)
     before = cursor_of(deps.conn, user)
     add_plays(fake_spotify, "demo", 50)
-    # Another session holds the user's ingestion lock: storing the full page times out.
-    with psycopg.connect(database_url, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s, %s)", (USER_LOCK_CLASS, user))
+    # Another transaction holds the page's artists: storing it times out once it is staged.
+    with psycopg.connect(database_url) as other:
+        other.execute("SELECT id FROM artists FOR UPDATE")
         deps.conn.execute("SET lock_timeout = '100ms'")
         with pytest.raises(psycopg.errors.LockNotAvailable):
             handle_message(deps, json.dumps({"user_id": user}))
+        other.rollback()
     deps.conn.execute("RESET lock_timeout")
     (read_on,) = queued(deps)
     # The read-on went out while the page was being stored; it runs first and finds a new play.
@@ -232,6 +233,20 @@ def test_a_page_that_fails_to_be_stored_is_read_again_though_its_read_on_went_ah
     ).fetchall()
     assert len(shown) == 50 and shown <= {(at, track) for at, track in stored}
     assert events(deps.conn, user) == 100 and stats.verify(deps.conn, user) == []
+
+
+def test_a_page_that_cannot_be_staged_sends_no_read_on(deps: SyncDeps, database_url: str) -> None:
+    user = signed_in(deps)
+    # Another session holds the user's ingestion lock: the page is never staged.
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", (USER_LOCK_CLASS, user))
+        deps.conn.execute("SET lock_timeout = '100ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            handle_message(deps, json.dumps({"user_id": user}))
+    deps.conn.execute("RESET lock_timeout")
+    assert queued(deps) == [] and events(deps.conn, user) == 0
+    outcome = handle_message(deps, json.dumps({"user_id": user}))  # the message comes back
+    assert outcome is not None and outcome.result.added == 50 and outcome.requeued
 
 
 def test_rate_limited_sync_waits_for_retry_after_and_loses_nothing(

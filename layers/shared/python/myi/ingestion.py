@@ -298,15 +298,25 @@ def ingest(
     *,
     import_id: uuid.UUID | None = None,
     counter: StatementCounter | None = None,
+    on_staged: Callable[[], None] | None = None,
 ) -> IngestResult:
     """Store a batch of plays of one user; returns what happened to them.
 
     Works in autocommit (its own transaction, retried on deadlock or serialisation failure) and
     inside a caller's transaction (a savepoint; the caller commits and retries).
+
+    ``on_staged`` is called once, when the batch is in the staging tables and what is left is the
+    database's work (the caller's own I/O done then competes least with this thread's).
     """
     if not plays:
         return IngestResult()
     staged = _stage_checked(plays)
+    callbacks = [on_staged] if on_staged is not None else []
+
+    def fire() -> None:
+        while callbacks:
+            callbacks.pop()()
+
     outer = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     if not outer:
         times = [p.played_at for p in plays]
@@ -316,7 +326,7 @@ def ingest(
         try:
             with _transaction(conn, counter) as ex:
                 _lock(ex, user_id, exclusive_catalog=staged.has_full)
-                counts = _ingest_batch(ex, user_id, staged, import_id)
+                counts = _ingest_batch(ex, user_id, staged, import_id, fire)
                 _apply_deltas(ex, user_id)
             return counts
         except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
@@ -673,8 +683,11 @@ def _transaction(conn: psycopg.Connection[Any], counter: StatementCounter | None
         _prepared.add(conn)
 
 
-def _ingest_batch(ex: _Exec, user_id: int, st: _Staged, import_id: uuid.UUID | None) -> IngestResult:
+def _ingest_batch(
+    ex: _Exec, user_id: int, st: _Staged, import_id: uuid.UUID | None, staged: Callable[[], None]
+) -> IngestResult:
     _copy_staged(ex, st)
+    staged()
     _upsert_catalog(ex, st)
     times = [p[2] for p in st.plays]
     counts = _write_events(ex, user_id, import_id, min(times), max(times))

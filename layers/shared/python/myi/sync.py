@@ -11,10 +11,11 @@ re-enqueues them at once to read on; a quiet page lengthens it. A full page afte
 mean plays were lost before MYI saw them: it is counted in ``users.sync_gaps`` and logged.
 
 The message that reads on carries its cursor (``after``: the page's newest play, in ms), so it is
-sent while the page is being stored: delivered before that commit, it reads on from the page it
-follows all the same. It moves the user's cursor only once the sync it follows has moved it that
-far: should storing that page fail, the message that fetched it comes back and fetches it again
-from the cursor, which has not moved, so no play is lost.
+sent while the page is being stored (once it is staged, while the database writes it): delivered
+before that commit, it reads on from the page it follows all the same. It moves the user's cursor
+only once the sync it follows has moved it that far: should storing that page fail, the message
+that fetched it comes back and fetches it again from the cursor, which has not moved, so no play
+is lost.
 """
 
 from __future__ import annotations
@@ -128,19 +129,20 @@ def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> S
         return SyncOutcome("rate_limited", requeued=True)
     full = len(page) >= PAGE
     newest = max((p.played_at for p in page), default=None)
-    read_on: Future[None] | None = None
-    if full and newest is not None:
-        read_on = _sender().submit(
-            enqueue, deps.sqs, s, user_id, deps.rng.randint(0, 5), after_ms=_ms(newest)
-        )
+    read_on: list[Future[None]] = []
+
+    def send_read_on() -> None:
+        if full and newest is not None:
+            delay = deps.rng.randint(0, 5)
+            read_on.append(_sender().submit(enqueue, deps.sqs, s, user_id, delay, after_ms=_ms(newest)))
+
     plays = [Play(p.track, p.played_at, "api", None) for p in page]
     try:
-        result = ingest(conn, user_id, plays) if plays else IngestResult()
+        result = ingest(conn, user_id, plays, on_staged=send_read_on) if plays else IngestResult()
     finally:
-        if read_on is not None:
-            wait([read_on])  # no send outlives its message
-    if read_on is not None:
-        read_on.result()  # a failed send fails the message: it comes back and reads this page again
+        wait(read_on)  # no send outlives its message
+    for sent in read_on:
+        sent.result()  # a failed send fails the message: it comes back and reads this page again
     now = deps.clock()
     gap = full and cursor is not None
     interval = (
