@@ -306,7 +306,8 @@ def ingest(
     inside a caller's transaction (a savepoint; the caller commits and retries).
 
     ``on_staged`` is called once, when the batch is in the staging tables and what is left is the
-    database's work (the caller's own I/O done then competes least with this thread's).
+    database's work: what the caller starts then (a message to send) runs beside that work instead
+    of competing with the staging for the interpreter.
     """
     if not plays:
         return IngestResult()
@@ -684,10 +685,10 @@ def _transaction(conn: psycopg.Connection[Any], counter: StatementCounter | None
 
 
 def _ingest_batch(
-    ex: _Exec, user_id: int, st: _Staged, import_id: uuid.UUID | None, staged: Callable[[], None]
+    ex: _Exec, user_id: int, st: _Staged, import_id: uuid.UUID | None, on_staged: Callable[[], None]
 ) -> IngestResult:
     _copy_staged(ex, st)
-    staged()
+    on_staged()
     _upsert_catalog(ex, st)
     times = [p[2] for p in st.plays]
     counts = _write_events(ex, user_id, import_id, min(times), max(times))
