@@ -34,6 +34,7 @@ transaction must call ``myi.partitions.ensure_range`` for the span first, outsid
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import uuid
@@ -163,10 +164,13 @@ _BATCH_TABLES = (
 _prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
 
-def _split(script: str) -> list[str]:
-    """Statements of a script of ours (no semicolons inside literals), comments dropped."""
+@functools.lru_cache(maxsize=64)
+def _split(script: str) -> tuple[int, str]:
+    """A script of ours (no semicolons inside literals) as (its number of statements, the text to
+    send), comments dropped; our scripts are a few constants, so each is split once."""
     lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+    statements = [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+    return len(statements), ";\n".join(statements)
 
 
 class _Exec:
@@ -185,11 +189,10 @@ class _Exec:
     def script(self, sql: str, params: Any = None) -> None:
         """Several statements in one round trip: the parameters are bound here (psycopg quotes
         them), as the server binds only one statement at a time. Each counts as a statement."""
-        statements = _split(sql)
+        count, text = _split(sql)
         if self.counter is not None:
-            self.counter.count += len(statements)
+            self.counter.count += count
             self.counter.round_trips += 1
-        text = ";\n".join(statements)
         if params:
             text = psycopg.ClientCursor(self.cur.connection).mogrify(text, params)
         self.cur.execute(text)
@@ -1027,17 +1030,22 @@ def _move_statistics(ex: _Exec) -> None:
 def _catalog_script(st: _Staged) -> str:
     """The statements of _CATALOG that ``st`` has work for (an API batch has no rows without a
     Spotify id, an export batch no full track object), as one script."""
-    holds = {
-        "real_artists": any(row[1] for row in st.artists.values()),
-        "named_artists": any(not row[1] for row in st.artists.values()),
-        "real_albums": any(row[1] for row in st.albums.values()),
-        "named_albums": any(not row[1] for row in st.albums.values()),
-        "albums": bool(st.albums),
-        "real_tracks": any(row[1] for row in st.tracks.values()),
-        "named_tracks": any(not row[1] for row in st.tracks.values()),
-        "full": st.has_full,
-    }
-    return ";\n".join(sql for need, sql in _CATALOG if need is None or holds[need])
+    holds = (
+        ("real_artists", any(row[1] for row in st.artists.values())),
+        ("named_artists", any(not row[1] for row in st.artists.values())),
+        ("real_albums", any(row[1] for row in st.albums.values())),
+        ("named_albums", any(not row[1] for row in st.albums.values())),
+        ("albums", bool(st.albums)),
+        ("real_tracks", any(row[1] for row in st.tracks.values())),
+        ("named_tracks", any(not row[1] for row in st.tracks.values())),
+        ("full", st.has_full),
+    )
+    return _catalog_text(frozenset(name for name, held in holds if held))
+
+
+@functools.cache
+def _catalog_text(held: frozenset[str]) -> str:
+    return ";\n".join(sql for need, sql in _CATALOG if need is None or need in held)
 
 
 def _upsert_catalog(ex: _Exec, st: _Staged) -> None:

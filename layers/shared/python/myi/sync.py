@@ -75,14 +75,19 @@ def enqueue(
     deps_sqs: Any, settings: Settings, user_id: int, delay_s: int = 0, *, after_ms: int | None = None
 ) -> None:
     """A sync of ``user_id`` (reading on from ``after_ms`` at least, when given)."""
+    deps_sqs.send_message(
+        QueueUrl=_queue(settings),
+        MessageBody=_body(user_id, after_ms),
+        DelaySeconds=max(0, min(MAX_SQS_DELAY_S, int(delay_s))),
+    )
+
+
+def _body(user_id: int, after_ms: int | None = None) -> str:
+    """A sync queue message (read by :func:`handle_message`)."""
     body: dict[str, int] = {"user_id": user_id}
     if after_ms is not None:
         body["after"] = after_ms
-    deps_sqs.send_message(
-        QueueUrl=_queue(settings),
-        MessageBody=json.dumps(body),
-        DelaySeconds=max(0, min(MAX_SQS_DELAY_S, int(delay_s))),
-    )
+    return json.dumps(body)
 
 
 @functools.cache
@@ -114,9 +119,10 @@ def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> S
     follows = None if after_ms is None else _at(after_ms)
     if follows is not None and (cursor is None or follows > cursor):
         cursor = follows
-    after_ms = _ms(cursor) if cursor else None
     try:
-        page = deps.spotify.recently_played(deps.tokens.token_source(user_id), after_ms=after_ms)
+        page = deps.spotify.recently_played(
+            deps.tokens.token_source(user_id), after_ms=_ms(cursor) if cursor else None
+        )
     except GrantUnavailable:
         logger.info(
             "no usable grant; the user is not synced until they sign in again", extra={"user_id": user_id}
@@ -246,7 +252,7 @@ def fanout(
         entries = [
             {
                 "Id": str(uid),
-                "MessageBody": json.dumps({"user_id": uid}),
+                "MessageBody": _body(uid),
                 "DelaySeconds": rng.randint(0, max(0, settings.sync_max_delay_s)),
             }
             for uid in batch
