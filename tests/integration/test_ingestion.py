@@ -43,6 +43,25 @@ def test_the_same_batch_twice_adds_nothing_the_second_time(
     assert_exact(db_conn, user)
 
 
+def test_a_record_repeated_in_its_batch_counts_once_as_it_came_first(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    def batch(base: int) -> list[Any]:
+        # Tracks 1..20 at one time each, every record twice; the repeat of track 7 says otherwise.
+        first = [extended_play(n, at(base + 10 * n), ms=100_000 + n) for n in range(20, 0, -1)]
+        again = [extended_play(n, at(base + 10 * n), ms=(1 if n == 7 else 100_000 + n)) for n in range(1, 21)]
+        return first + again
+
+    # Nothing stored near the first batch (its plays are copied in); a stored play lies within
+    # reach of the second (they are matched against the stored plays).
+    assert ingest(db_conn, user, batch(0)) == IngestResult(added=20, duplicates=20)
+    ingest(db_conn, user, [api_play(30, at(100_000))])
+    assert ingest(db_conn, user, batch(100_000)) == IngestResult(added=20, duplicates=20)
+    rows = [r for r in events(db_conn, user) if r[5] == "extended"]
+    assert len(rows) == 40 and 1 not in {r[3] for r in rows}
+    assert_exact(db_conn, user)
+
+
 def test_import_after_sync_merges_estimated_plays(db_conn: psycopg.Connection[Any], user: int) -> None:
     ingest(db_conn, user, [api_play(1, at(0))])
     result = ingest(db_conn, user, [extended_play(1, at(-4), ms=123_456)])

@@ -19,7 +19,9 @@ Per batch, in one transaction:
    artist's statistics are the sum of the statistics of the tracks credited to it), and
    provisional artists and albums with the same normalised name as the real ones that replace them
    are merged into them (:func:`merge_artist`, :func:`merge_album`).
-3. Events. Dedupe and merge per DESIGN.md: see :func:`_match_sql`.
+3. Events. Dedupe and merge per DESIGN.md: see ``_MATCH_SQL``. A batch with no stored play within
+   reach of its span (``_NEIGHBOURS``; a sync's page after its cursor, mostly) has nothing to
+   match: only its own repeats are duplicates.
 4. Statistics. Deltas are taken only from rows this transaction inserted (``RETURNING``) or changed
    (merges: the difference between the real and the estimated ``ms_played``), aggregated in SQL and
    added with ``ON CONFLICT DO UPDATE SET plays = plays + excluded.plays``; plays at or after the
@@ -186,9 +188,10 @@ class _Exec:
             self.counter.round_trips += 1
         return self.cur.execute(sql, params)
 
-    def script(self, sql: str, params: Any = None) -> None:
+    def script(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
         """Several statements in one round trip: the parameters are bound here (psycopg quotes
-        them), as the server binds only one statement at a time. Each counts as a statement."""
+        them), as the server binds only one statement at a time. Each counts as a statement.
+        Returns the cursor at the last statement's result."""
         count, text = _split(sql)
         if self.counter is not None:
             self.counter.count += count
@@ -196,6 +199,9 @@ class _Exec:
         if params:
             text = psycopg.ClientCursor(self.cur.connection).mogrify(text, params)
         self.cur.execute(text)
+        while self.cur.nextset():
+            pass
+        return self.cur
 
     @contextmanager
     def copy(self, sql: str) -> Iterator[Any]:
@@ -511,32 +517,21 @@ class BulkIngest:
         can refer to."""
         new = [e for e in entries if e[0] in fresh] if fresh else []
         rest = [e for e in entries if e[0] not in fresh] if fresh else entries
-        if not rest or not self._has_neighbours(rest):
+        if not rest:
             return self._copy(entries)
-        ex, user_id = self._ex, self._user_id
+        span = _span(self._user_id, min(e[1] for e in rest), max(e[1] for e in rest), {e[3] for e in rest})
+        row = self._ex(_NEIGHBOURS_SQL, span).fetchone()
+        if not (row and row[0]):  # nothing stored can be repeated or matched
+            return self._copy(entries)
+        ex = self._ex
         ex(f"TRUNCATE {_BATCH_TABLES}")
         with ex.copy("COPY tmp_plays (seq, tk, played_at, ms_played, origin, track_id) FROM STDIN") as cp:
             for seq, (track_id, at, ms, origin) in enumerate(rest):
                 cp.write_row((seq, -1, at, ms, origin, track_id))
         ex("ANALYZE tmp_plays")
         ex(_PLAY_IDENTITY_SQL)
-        counts = _write_events(ex, user_id, self._import_id, min(e[1] for e in rest), max(e[1] for e in rest))
+        counts = _write_events(ex, self._import_id, span)
         return counts + self._copy(new) if new else counts
-
-    def _has_neighbours(self, entries: list[tuple[int, datetime, int | None, str]]) -> bool:
-        """Whether a stored play could be repeated or matched by one of ``entries``."""
-        first, last = min(e[1] for e in entries), max(e[1] for e in entries)
-        span = {
-            "user": self._user_id,
-            "first": first,
-            "last": last,
-            # plain timestamps (no arithmetic in SQL), so the planner prunes partitions at once
-            "reach_first": first - MERGE_REACH,
-            "reach_last": last + MERGE_REACH,
-            "origins": sorted({e[3] for e in entries}),
-        }
-        row = self._ex(_NEIGHBOURS_SQL, span).fetchone()
-        return bool(row and row[0])
 
     def _copy(self, entries: list[tuple[int, datetime, int | None, str]]) -> IngestResult:
         """Plays no stored event can repeat or match: only their own repeats are duplicates, every
@@ -690,15 +685,18 @@ def _transaction(conn: psycopg.Connection[Any], counter: StatementCounter | None
 def _ingest_batch(
     ex: _Exec, user_id: int, st: _Staged, import_id: uuid.UUID | None, on_staged: Callable[[], None]
 ) -> IngestResult:
-    _copy_staged(ex, st)
+    times = [p[2] for p in st.plays]
+    span = _span(user_id, min(times), max(times), {p[4] for p in st.plays})
+    neighbours = _copy_staged(ex, st, span)
     on_staged()
     _upsert_catalog(ex, st)
-    times = [p[2] for p in st.plays]
-    counts = _write_events(ex, user_id, import_id, min(times), max(times))
+    counts = _write_events(ex, import_id, span, neighbours=neighbours)
     return replace(counts, gaps=_record_gaps(ex))
 
 
-def _copy_staged(ex: _Exec, st: _Staged) -> None:
+def _copy_staged(ex: _Exec, st: _Staged, span: dict[str, Any]) -> bool:
+    """Stage the batch; returns whether a stored play lies within reach of its ``span``
+    (_NEIGHBOURS), asked in the round trip of the ANALYZE."""
     _copy_catalog(ex, st, analyze=False)
     with ex.copy(
         "COPY tmp_plays (seq, tk, played_at, ms_played, origin, track_id, alt_ids) FROM STDIN"
@@ -706,7 +704,8 @@ def _copy_staged(ex: _Exec, st: _Staged) -> None:
         for play in st.plays:
             cp.write_row(play)
     # Temporary tables have no statistics until analysed; the plans below depend on them.
-    ex("ANALYZE tmp_artists, tmp_albums, tmp_album_artists, tmp_tracks, tmp_track_artists, tmp_plays")
+    row = ex.script(_STAGED_SQL, span).fetchone()
+    return bool(row and row[0])
 
 
 def _copy_catalog(ex: _Exec, st: _Staged, *, analyze: bool = True) -> None:
@@ -1193,13 +1192,32 @@ UPDATE tmp_plays p SET alt_ids = i.ids
 # Whether a bulk batch of plays from ``first`` to ``last`` (of ``origins``) could repeat a stored
 # play (one stored inside its span) or match one of another origin (within the merge's reach,
 # MERGE_REACH either side: see the candidates of _MATCH_SQL).
-_NEIGHBOURS_SQL = """
-SELECT EXISTS (
+_NEIGHBOURS = """EXISTS (
     SELECT 1 FROM listening_events
      WHERE user_id = %(user)s
        AND played_at BETWEEN %(reach_first)s AND %(reach_last)s
-       AND (played_at BETWEEN %(first)s AND %(last)s OR origin <> ALL (%(origins)s::text[])))
+       AND (played_at BETWEEN %(first)s AND %(last)s OR origin <> ALL (%(origins)s::text[])))"""
+_NEIGHBOURS_SQL = f"SELECT {_NEIGHBOURS}"
+_STAGED_SQL = f"""
+ANALYZE tmp_artists, tmp_albums, tmp_album_artists, tmp_tracks, tmp_track_artists, tmp_plays;
+{_NEIGHBOURS_SQL}
 """
+
+
+def _span(user_id: int, first: datetime, last: datetime, origins: set[str]) -> dict[str, Any]:
+    """The parameters of _NEIGHBOURS and of the statements that dedupe and merge plays from
+    ``first`` to ``last``: every stored play they can meet lies within MERGE_REACH of that span, and
+    saying so with plain timestamps (no arithmetic in SQL) lets the planner leave out every other
+    month's partition at once."""
+    return {
+        "user": user_id,
+        "first": first,
+        "last": last,
+        "reach_first": first - MERGE_REACH,
+        "reach_last": last + MERGE_REACH,
+        "origins": sorted(origins),
+    }
+
 
 _MATCH_SQL = (
     _IDENTITY_SQL
@@ -1263,12 +1281,14 @@ UPDATE tmp_plays p SET target = c.target, target_track = c.track_id,
 
 
 def _write_events(
-    ex: _Exec, user_id: int, import_id: uuid.UUID | None, first: datetime, last: datetime
+    ex: _Exec, import_id: uuid.UUID | None, span: dict[str, Any], *, neighbours: bool = True
 ) -> IngestResult:
-    """Dedupe, merge and insert the plays of tmp_plays, which lie from ``first`` to ``last``: every
-    stored play they can meet lies within MERGE_REACH of that span, and saying so with plain
-    timestamps lets the planner leave out every other month's partition."""
-    params = {"user": user_id, "reach_first": first - MERGE_REACH, "reach_last": last + MERGE_REACH}
+    """Dedupe, merge and insert the plays of tmp_plays, which lie within ``span`` (see :func:`_span`).
+    ``neighbours=False``: no stored play lies within reach of the span (_NEIGHBOURS), so there is
+    nothing to match, and only a batch's own repeats are duplicates."""
+    params = {"user": span["user"], "reach_first": span["reach_first"], "reach_last": span["reach_last"]}
+    if not neighbours:
+        return _insert_events(ex, import_id, params, matched=False)
     ex.script(_MATCH_SQL, params)
     # Merges: the statistics move by the difference between the real and the estimated figure.
     ex(
@@ -1300,15 +1320,35 @@ def _write_events(
         """,
         params,
     )
-    # New plays; a conflict on the unique key means the play is already stored: a duplicate.
+    return _insert_events(ex, import_id, params, matched=True)
+
+
+# The plays to insert: those of tmp_plays that matching left unmarked (not a duplicate, merged or
+# claimed); when nothing was matched, every play with its track, the first of a batch's repeats
+# first (those after it are then duplicates).
+_MATCHED_PLAYS = """
+SELECT %(user)s, track_id, played_at, ms_played, origin = 'api', origin, %(import_id)s
+  FROM tmp_plays WHERE action IS NULL
+ ORDER BY track_id, played_at"""
+_UNMATCHED_PLAYS = """
+SELECT %(user)s, t.id, p.played_at,
+       CASE WHEN p.origin = 'api' THEN COALESCE(x.duration_ms, 0) ELSE p.ms_played END,
+       p.origin = 'api', p.origin, %(import_id)s
+  FROM tmp_plays p JOIN tmp_tracks t ON t.tk = p.tk JOIN tracks x ON x.id = t.id
+ ORDER BY t.id, p.played_at, p.seq"""
+
+
+def _insert_events(
+    ex: _Exec, import_id: uuid.UUID | None, params: dict[str, Any], *, matched: bool
+) -> IngestResult:
+    """Insert the plays of tmp_plays (``matched``: as _MATCH_SQL left them); a conflict on the
+    unique key means the play is already stored: a duplicate."""
     ex(
-        """
+        f"""
         WITH added AS (
             INSERT INTO listening_events (user_id, track_id, played_at, ms_played, is_estimated, origin,
                                           import_id)
-            SELECT %(user)s, track_id, played_at, ms_played, origin = 'api', origin, %(import_id)s
-              FROM tmp_plays WHERE action IS NULL
-             ORDER BY track_id, played_at
+            {_MATCHED_PLAYS if matched else _UNMATCHED_PLAYS}
             ON CONFLICT (user_id, played_at, track_id) DO NOTHING
             RETURNING track_id, played_at, ms_played
         )
@@ -1482,7 +1522,7 @@ def apply_track_metadata(conn: psycopg.Connection[Any], tracks: Sequence[TrackRe
     staged.plays.clear()
     with _transaction(conn, None) as ex:
         ex("SELECT pg_advisory_xact_lock(%s)", (CATALOG_LOCK,))
-        _copy_staged(ex, staged)
+        _copy_catalog(ex, staged)
         staged.has_full = True
         _upsert_catalog(ex, staged)
         _record_gaps(ex)
