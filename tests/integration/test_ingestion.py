@@ -62,6 +62,17 @@ def test_a_record_repeated_in_its_batch_counts_once_as_it_came_first(
     assert_exact(db_conn, user)
 
 
+def test_a_batch_whose_prepared_fold_was_deallocated_is_stored(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    assert ingest(db_conn, user, [api_play(1, at(0))]) == IngestResult(added=1)
+    db_conn.execute("DEALLOCATE ALL")  # as a pooler resetting the session would
+    assert ingest(db_conn, user, [api_play(2, at(300))]) == IngestResult(added=1)
+    assert ingest(db_conn, user, [api_play(3, at(600))]) == IngestResult(added=1)
+    assert len(events(db_conn, user)) == 3
+    assert_exact(db_conn, user)
+
+
 def test_import_after_sync_merges_estimated_plays(db_conn: psycopg.Connection[Any], user: int) -> None:
     ingest(db_conn, user, [api_play(1, at(0))])
     result = ingest(db_conn, user, [extended_play(1, at(-4), ms=123_456)])

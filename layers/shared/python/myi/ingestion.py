@@ -67,6 +67,9 @@ PENDING_TRACKS = 5_000
 # How far apart the candidates of the cross-source merge are looked for (see _MATCH_SQL).
 MERGE_REACH = timedelta(seconds=90)
 QUEUED_PLAYS = 100_000
+# What a batch of ingest() is tried again after (the transaction rolled back): a deadlock or
+# serialisation failure, and its prepared statement gone (see _apply_deltas).
+_RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.InvalidSqlStatementName)
 
 
 @dataclass(frozen=True)
@@ -337,9 +340,9 @@ def ingest(
             with _transaction(conn, counter) as ex:
                 _lock(ex, user_id, exclusive_catalog=staged.has_full)
                 counts = _ingest_batch(ex, user_id, staged, import_id, fire)
-                _apply_deltas(ex, user_id)
+                _apply_deltas(ex, user_id, small=True)
             return counts
-        except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
+        except _RETRIED:
             if attempt == attempts:
                 raise
     raise AssertionError("unreachable")
@@ -1484,8 +1487,29 @@ SELECT 1
 """
 
 
-def _apply_deltas(ex: _Exec, user_id: int) -> None:
-    ex(_DELTA_SQL, {"user": user_id})
+# Connections where the statistics of a small batch are folded by a prepared statement (see
+# _apply_deltas); a statement prepared in a transaction outlives its rollback.
+_folds: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+_FOLD = "myi_fold_deltas"
+
+
+def _apply_deltas(ex: _Exec, user_id: int, *, small: bool = False) -> None:
+    """Add the statistics of tmp_delta. ``small``: a batch of :func:`ingest` (a sync's page), whose
+    fold PostgreSQL would plan afresh for every batch: a prepared statement keeps one plan per
+    connection, re-planned whenever the tables it reads are analysed. A bulk ingestion's fold, over
+    far more rows, is planned for them each time."""
+    if not small:
+        ex(_DELTA_SQL, {"user": user_id})
+        return
+    conn = ex.cur.connection
+    if conn not in _folds:
+        ex(f"PREPARE {_FOLD} (bigint) AS {_DELTA_SQL.replace('%(user)s', '$1')}")
+        _folds.add(conn)
+    try:
+        ex(f"EXECUTE {_FOLD} ({int(user_id)})")  # a utility statement: no bound parameters
+    except pg_errors.InvalidSqlStatementName:  # deallocated behind our back: prepared again on retry
+        _folds.discard(conn)
+        raise
 
 
 def _record_gaps(ex: _Exec) -> int:
