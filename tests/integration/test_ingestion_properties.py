@@ -196,6 +196,49 @@ def test_bulk_ingestion_stores_what_batch_by_batch_ingestion_stores(
     assert _events(db_conn, bulk_user) == _events(db_conn, ref_user), (desc, pending)
 
 
+def _statistics(conn: psycopg.Connection[Any], user: int) -> list[tuple[Any, ...]]:
+    """A user's statistics rows (by track identity, artist and album name), comparable across users."""
+    return conn.execute(
+        """
+        SELECT 'track', s.grain, s.bucket, t.artist_key || '/' || t.name_key, s.plays, s.ms_played
+          FROM stat_track s JOIN tracks t ON t.id = s.track_id WHERE s.user_id = %(u)s
+        UNION ALL
+        SELECT 'artist', s.grain, s.bucket, a.name_key, s.plays, s.ms_played
+          FROM stat_artist s JOIN artists a ON a.id = s.artist_id WHERE s.user_id = %(u)s
+        UNION ALL
+        SELECT 'album', s.grain, s.bucket, a.artist_key || '/' || a.name_key, s.plays, s.ms_played
+          FROM stat_album s JOIN albums a ON a.id = s.album_id WHERE s.user_id = %(u)s
+        UNION ALL
+        SELECT 'user', grain, bucket, '', plays, ms_played FROM stat_user WHERE user_id = %(u)s
+        UNION ALL
+        SELECT 'hour', grain, bucket, weekday || ':' || hour, plays, ms_played
+          FROM stat_hour WHERE user_id = %(u)s
+        ORDER BY 1, 2, 3, 4, 5, 6
+        """,
+        {"u": user},
+    ).fetchall()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sequence=batches())
+def test_small_batches_store_what_planned_batches_store(
+    db_conn: psycopg.Connection[Any], sequence: list[list[Play]]
+) -> None:
+    """A small batch (prepared statements, staging tables not analysed) and the same batch inside a
+    caller's transaction (planned each time, staging tables analysed) store the same events and
+    statistics, with the same counts."""
+    small = make_user(db_conn, spotify_id=f"small-{uuid.uuid4().hex}", recent_floor=RECENT_FLOOR)
+    planned = make_user(db_conn, spotify_id=f"planned-{uuid.uuid4().hex}", recent_floor=RECENT_FLOOR)
+    partitions.ensure_range(db_conn, BASE - timedelta(days=1), BASE + timedelta(days=2))
+    for batch in sequence:
+        got = ingest(db_conn, small, batch)
+        with db_conn.transaction():
+            assert ingest(db_conn, planned, batch) == got
+    assert _events(db_conn, small) == _events(db_conn, planned)
+    assert _statistics(db_conn, small) == _statistics(db_conn, planned)
+    assert stats.verify(db_conn, small) == [] and stats.verify(db_conn, planned) == []
+
+
 def test_concurrent_sync_and_bulk_import_of_one_user_stay_exact(
     db_conn: psycopg.Connection[Any], database_url: str
 ) -> None:

@@ -67,8 +67,21 @@ PENDING_TRACKS = 5_000
 # How far apart the candidates of the cross-source merge are looked for (see _MATCH_SQL).
 MERGE_REACH = timedelta(seconds=90)
 QUEUED_PLAYS = 100_000
+# A batch of ingest() of at most this many plays (a sync's page is 50), on a connection in
+# autocommit, is a small batch: its catalog statements and its statistics fold run as statements
+# prepared once per connection, and its staging tables are not analysed. PostgreSQL would otherwise
+# plan every statement afresh for every batch, and analysing the staging tables would make it
+# re-plan the prepared ones: for a few dozen rows, their estimates from the tables' size serve, and
+# the plans of the catalog tables' own statistics are re-made whenever those are analysed. Larger
+# batches, and bulk ingestion, are analysed and planned each time.
+SMALL_BATCH = 1_000
+_CATALOG_NAME = "myi_catalog_"
+_CHECKS = "myi_checks"
+_INSERT = "myi_insert_unmatched"
+_GAPS = "myi_record_gaps"
+_FOLD = "myi_fold_deltas"
 # What a batch of ingest() is tried again after (the transaction rolled back): a deadlock or
-# serialisation failure, and its prepared statement gone (see _apply_deltas).
+# serialisation failure, and a prepared statement gone (see _execute).
 _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.InvalidSqlStatementName)
 
 
@@ -335,12 +348,15 @@ def ingest(
         times = [p.played_at for p in plays]
         partitions.ensure_range(conn, min(times), max(times))
     attempts = 1 if outer else MAX_ATTEMPTS
+    small = not outer and len(plays) <= SMALL_BATCH
     for attempt in range(1, attempts + 1):
         try:
+            if small:
+                _ensure_prepared(conn)
             with _transaction(conn, counter) as ex:
                 _lock(ex, user_id, exclusive_catalog=staged.has_full)
-                counts = _ingest_batch(ex, user_id, staged, import_id, fire)
-                _apply_deltas(ex, user_id, small=True)
+                counts = _ingest_batch(ex, user_id, staged, import_id, fire, small=small)
+                _apply_deltas(ex, user_id, small=small)
             return counts
         except _RETRIED:
             if attempt == attempts:
@@ -685,30 +701,100 @@ def _transaction(conn: psycopg.Connection[Any], counter: StatementCounter | None
         _prepared.add(conn)
 
 
+# The connections on which the statements of small batches are prepared (see SMALL_BATCH).
+_ready: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+
+@functools.cache
+def _prepare_statements() -> dict[str, str]:
+    """The statements of small batches: name -> the PREPARE that makes it."""
+    out = {
+        f"{_CATALOG_NAME}{i}": f"PREPARE {_CATALOG_NAME}{i} AS {sql}" for i, (_, sql) in enumerate(_CATALOG)
+    }
+    out[_FOLD] = f"PREPARE {_FOLD} (bigint) AS {_DELTA_SQL.replace('%(user)s', '$1')}"
+    out[_GAPS] = f"PREPARE {_GAPS} AS {_GAPS_SQL}"
+    insert = _insert_sql(_UNMATCHED_PLAYS).replace("%(user)s", "$1").replace("%(import_id)s", "$2")
+    out[_INSERT] = f"PREPARE {_INSERT} (bigint, uuid) AS {insert}"
+    checks = _CHECKS_SQL
+    for n, arg in enumerate(_CHECKS_ARGS.split(", "), start=1):
+        checks = checks.replace(arg, f"${n}")
+    out[_CHECKS] = (
+        f"PREPARE {_CHECKS} (bigint, timestamptz, timestamptz, timestamptz, timestamptz, text[]) AS {checks}"
+    )
+    return out
+
+
+def _ensure_prepared(conn: psycopg.Connection[Any]) -> None:
+    """Prepare, on ``conn`` (in autocommit), the statements of small batches it lacks; the staging
+    tables they use are created first. Once per connection, or again after a statement was found
+    gone (:func:`_execute`). A prepared statement is not part of a transaction: it outlives a
+    rollback, and one that failed to be prepared is looked for again next time."""
+    if conn in _ready:
+        return
+    if conn not in _prepared:
+        with _transaction(conn, None):  # creates the staging tables
+            pass
+    have = {row[0] for row in conn.execute("SELECT name FROM pg_prepared_statements").fetchall()}
+    missing = [sql for name, sql in _prepare_statements().items() if name not in have]
+    if missing:
+        conn.execute(";\n".join(missing))
+    _ready.add(conn)
+
+
+def _execute(ex: _Exec, sql: str, params: Any = None, *, script: bool = False) -> psycopg.Cursor[Any]:
+    """Run EXECUTE statements of small batches (their arguments bound here: EXECUTE takes none from
+    the protocol), returning the cursor at the last one's result. A prepared statement deallocated
+    behind the connection's back (a pooler resetting its session) fails the batch, which ingest()
+    tries again once the statements are prepared anew."""
+    try:
+        if script:
+            return ex.script(sql, params)
+        if params:
+            sql = psycopg.ClientCursor(ex.cur.connection).mogrify(sql, params)
+        return ex(sql)
+    except pg_errors.InvalidSqlStatementName:
+        _ready.discard(ex.cur.connection)
+        raise
+
+
 def _ingest_batch(
-    ex: _Exec, user_id: int, st: _Staged, import_id: uuid.UUID | None, on_staged: Callable[[], None]
+    ex: _Exec,
+    user_id: int,
+    st: _Staged,
+    import_id: uuid.UUID | None,
+    on_staged: Callable[[], None],
+    *,
+    small: bool,
 ) -> IngestResult:
     times = [p[2] for p in st.plays]
     span = _span(user_id, min(times), max(times), {p[4] for p in st.plays})
-    neighbours = _copy_staged(ex, st, span)
-    on_staged()
-    _upsert_catalog(ex, st)
-    counts = _write_events(ex, import_id, span, neighbours=neighbours)
-    return replace(counts, gaps=_record_gaps(ex))
+    _copy_staged(ex, st)
+    if small:
+        on_staged()
+        # The catalog, then whether it moved statistics and whether stored plays lie near: one trip.
+        checks = f"{_catalog_executes(_held(st))};\nEXECUTE {_CHECKS} ({_CHECKS_ARGS})"
+        row = _execute(ex, checks, span, script=True).fetchone()
+        assert row is not None
+        moves, neighbours = bool(row[0]), bool(row[1])
+        if moves:
+            _follow_moves(ex)
+    else:
+        row = ex.script(_STAGED_SQL, span).fetchone()
+        neighbours = bool(row and row[0])
+        on_staged()
+        _upsert_catalog(ex, st)
+    counts = _write_events(ex, import_id, span, neighbours=neighbours, small=small)
+    return replace(counts, gaps=_record_gaps(ex, small=small))
 
 
-def _copy_staged(ex: _Exec, st: _Staged, span: dict[str, Any]) -> bool:
-    """Stage the batch; returns whether a stored play lies within reach of its ``span``
-    (_NEIGHBOURS), asked in the round trip of the ANALYZE."""
+def _copy_staged(ex: _Exec, st: _Staged) -> None:
+    """Stage the batch (not analysed: see _STAGED_SQL)."""
     _copy_catalog(ex, st, analyze=False)
     with ex.copy(
         "COPY tmp_plays (seq, tk, played_at, ms_played, origin, track_id, alt_ids) FROM STDIN"
     ) as cp:
         for play in st.plays:
             cp.write_row(play)
-    # Temporary tables have no statistics until analysed; the plans below depend on them.
-    row = ex.script(_STAGED_SQL, span).fetchone()
-    return bool(row and row[0])
 
 
 def _copy_catalog(ex: _Exec, st: _Staged, *, analyze: bool = True) -> None:
@@ -742,7 +828,7 @@ def _copy_catalog(ex: _Exec, st: _Staged, *, analyze: bool = True) -> None:
 # ---------------------------------------------------------------------------------------------
 # The catalog statements, each with what a batch must hold for it to have any work (None: every
 # batch): ``real_*`` and ``named_*``, artists, albums or tracks with and without a Spotify id;
-# ``albums``, any album; ``full``, a full API track object. See _catalog_script.
+# ``albums``, any album; ``full``, a full API track object. See _held.
 _CATALOG: tuple[tuple[str | None, str], ...] = (
     # Artists: real ones by Spotify id (names and images corrected), provisional ones by name.
     (
@@ -1029,9 +1115,9 @@ def _move_statistics(ex: _Exec) -> None:
         _add_and_delete(ex, table, key, column, select, emptied)
 
 
-def _catalog_script(st: _Staged) -> str:
-    """The statements of _CATALOG that ``st`` has work for (an API batch has no rows without a
-    Spotify id, an export batch no full track object), as one script."""
+def _held(st: _Staged) -> frozenset[str]:
+    """What ``st`` holds of what the statements of _CATALOG need to have any work (an API batch has
+    no rows without a Spotify id, an export batch no full track object)."""
     holds = (
         ("real_artists", any(row[1] for row in st.artists.values())),
         ("named_artists", any(not row[1] for row in st.artists.values())),
@@ -1042,23 +1128,39 @@ def _catalog_script(st: _Staged) -> str:
         ("named_tracks", any(not row[1] for row in st.tracks.values())),
         ("full", st.has_full),
     )
-    return _catalog_text(frozenset(name for name, held in holds if held))
+    return frozenset(name for name, held in holds if held)
 
 
 @functools.cache
 def _catalog_text(held: frozenset[str]) -> str:
+    """The statements of _CATALOG for a batch that holds ``held``, as one script."""
     return ";\n".join(sql for need, sql in _CATALOG if need is None or need in held)
 
 
+@functools.cache
+def _catalog_executes(held: frozenset[str]) -> str:
+    """The same as :func:`_catalog_text`, by the statements prepared for small batches."""
+    return ";\n".join(
+        f"EXECUTE {_CATALOG_NAME}{i}" for i, (need, _) in enumerate(_CATALOG) if need is None or need in held
+    )
+
+
 def _upsert_catalog(ex: _Exec, st: _Staged) -> None:
-    ex.script(_catalog_script(st))
+    """The catalog rows of ``st``, and what follows their album and credit changes."""
+    ex.script(_catalog_text(_held(st)))
     if not st.has_full:
         return
     # Only full API objects can change an existing track's album or credits; mostly they do not.
-    moves = ex("SELECT EXISTS (SELECT 1 FROM tmp_album_moves) OR EXISTS (SELECT 1 FROM tmp_credit_moves)")
-    row = moves.fetchone()
-    if not (row and row[0]):
-        return
+    row = ex(
+        "SELECT EXISTS (SELECT 1 FROM tmp_album_moves) OR EXISTS (SELECT 1 FROM tmp_credit_moves)"
+    ).fetchone()
+    if row and row[0]:
+        _follow_moves(ex)
+
+
+def _follow_moves(ex: _Exec) -> None:
+    """Statistics and provisional rows follow the album and credit changes of tmp_album_moves and
+    tmp_credit_moves."""
     _move_statistics(ex)
     # Provisional artists and albums that real ones replaced on a track, under the same name, are
     # the same artist or album: merge them (exclusive catalog lock held).
@@ -1201,6 +1303,13 @@ _NEIGHBOURS = """EXISTS (
        AND played_at BETWEEN %(reach_first)s AND %(reach_last)s
        AND (played_at BETWEEN %(first)s AND %(last)s OR origin <> ALL (%(origins)s::text[])))"""
 _NEIGHBOURS_SQL = f"SELECT {_NEIGHBOURS}"
+# A small batch's checks after its catalog statements: whether they moved statistics (only full API
+# objects can change an existing track's album or credits; mostly they do not), and _NEIGHBOURS.
+_CHECKS_SQL = f"""
+SELECT EXISTS (SELECT 1 FROM tmp_album_moves) OR EXISTS (SELECT 1 FROM tmp_credit_moves), {_NEIGHBOURS}"""
+_CHECKS_ARGS = "%(user)s, %(first)s, %(last)s, %(reach_first)s, %(reach_last)s, %(origins)s"
+# After staging a batch that is not small: temporary tables have no statistics until analysed, and
+# the plans of the statements that follow depend on them; with it, whether stored plays lie near.
 _STAGED_SQL = f"""
 ANALYZE tmp_artists, tmp_albums, tmp_album_artists, tmp_tracks, tmp_track_artists, tmp_plays;
 {_NEIGHBOURS_SQL}
@@ -1284,14 +1393,19 @@ UPDATE tmp_plays p SET target = c.target, target_track = c.track_id,
 
 
 def _write_events(
-    ex: _Exec, import_id: uuid.UUID | None, span: dict[str, Any], *, neighbours: bool = True
+    ex: _Exec,
+    import_id: uuid.UUID | None,
+    span: dict[str, Any],
+    *,
+    neighbours: bool = True,
+    small: bool = False,
 ) -> IngestResult:
     """Dedupe, merge and insert the plays of tmp_plays, which lie within ``span`` (see :func:`_span`).
     ``neighbours=False``: no stored play lies within reach of the span (_NEIGHBOURS), so there is
     nothing to match, and only a batch's own repeats are duplicates."""
     params = {"user": span["user"], "reach_first": span["reach_first"], "reach_last": span["reach_last"]}
     if not neighbours:
-        return _insert_events(ex, import_id, params, matched=False)
+        return _insert_events(ex, import_id, params, matched=False, small=small)
     ex.script(_MATCH_SQL, params)
     # Merges: the statistics move by the difference between the real and the estimated figure.
     ex(
@@ -1341,32 +1455,34 @@ SELECT %(user)s, t.id, p.played_at,
  ORDER BY t.id, p.played_at, p.seq"""
 
 
+def _insert_sql(source: str) -> str:
+    return f"""
+WITH added AS (
+    INSERT INTO listening_events (user_id, track_id, played_at, ms_played, is_estimated, origin, import_id)
+    {source}
+    ON CONFLICT (user_id, played_at, track_id) DO NOTHING
+    RETURNING track_id, played_at, ms_played
+), delta AS (
+    INSERT INTO tmp_delta (track_id, played_at, plays, ms)
+    SELECT track_id, played_at, 1, ms_played FROM added
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM delta),
+       (SELECT count(*) FROM tmp_plays WHERE action = 'merge'),
+       (SELECT count(*) FROM tmp_plays)"""
+
+
 def _insert_events(
-    ex: _Exec, import_id: uuid.UUID | None, params: dict[str, Any], *, matched: bool
+    ex: _Exec, import_id: uuid.UUID | None, params: dict[str, Any], *, matched: bool, small: bool = False
 ) -> IngestResult:
-    """Insert the plays of tmp_plays (``matched``: as _MATCH_SQL left them); a conflict on the
-    unique key means the play is already stored: a duplicate."""
-    ex(
-        f"""
-        WITH added AS (
-            INSERT INTO listening_events (user_id, track_id, played_at, ms_played, is_estimated, origin,
-                                          import_id)
-            {_MATCHED_PLAYS if matched else _UNMATCHED_PLAYS}
-            ON CONFLICT (user_id, played_at, track_id) DO NOTHING
-            RETURNING track_id, played_at, ms_played
-        )
-        , delta AS (
-            INSERT INTO tmp_delta (track_id, played_at, plays, ms)
-            SELECT track_id, played_at, 1, ms_played FROM added
-            RETURNING 1
-        )
-        SELECT (SELECT count(*) FROM delta),
-               (SELECT count(*) FROM tmp_plays WHERE action = 'merge'),
-               (SELECT count(*) FROM tmp_plays)
-        """,
-        {**params, "import_id": import_id},
-    )
-    row = ex.cur.fetchone()
+    """Insert the plays of tmp_plays (``matched``: as _MATCH_SQL left them; ``small``: see
+    SMALL_BATCH); a conflict on the unique key means the play is already stored: a duplicate."""
+    args = {**params, "import_id": import_id}
+    if small and not matched:
+        cur = _execute(ex, f"EXECUTE {_INSERT} (%(user)s, %(import_id)s)", args)
+    else:
+        cur = ex(_insert_sql(_MATCHED_PLAYS if matched else _UNMATCHED_PLAYS), args)
+    row = cur.fetchone()
     assert row is not None
     added, merged, total = int(row[0]), int(row[1]), int(row[2])
     return IngestResult(added=added, merged=merged, duplicates=total - added - merged)
@@ -1487,52 +1603,37 @@ SELECT 1
 """
 
 
-# Connections where the statistics of a small batch are folded by a prepared statement (see
-# _apply_deltas); a statement prepared in a transaction outlives its rollback.
-_folds: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
-_FOLD = "myi_fold_deltas"
-
-
 def _apply_deltas(ex: _Exec, user_id: int, *, small: bool = False) -> None:
-    """Add the statistics of tmp_delta. ``small``: a batch of :func:`ingest` (a sync's page), whose
-    fold PostgreSQL would plan afresh for every batch: a prepared statement keeps one plan per
-    connection, re-planned whenever the tables it reads are analysed. A bulk ingestion's fold, over
-    far more rows, is planned for them each time."""
-    if not small:
+    """Add the statistics of tmp_delta (``small``: by its prepared statement, see SMALL_BATCH)."""
+    if small:
+        _execute(ex, f"EXECUTE {_FOLD} ({int(user_id)})")  # a utility statement: no bound parameters
+    else:
         ex(_DELTA_SQL, {"user": user_id})
-        return
-    conn = ex.cur.connection
-    if conn not in _folds:
-        ex(f"PREPARE {_FOLD} (bigint) AS {_DELTA_SQL.replace('%(user)s', '$1')}")
-        _folds.add(conn)
-    try:
-        ex(f"EXECUTE {_FOLD} ({int(user_id)})")  # a utility statement: no bound parameters
-    except pg_errors.InvalidSqlStatementName:  # deallocated behind our back: prepared again on retry
-        _folds.discard(conn)
-        raise
 
 
-def _record_gaps(ex: _Exec) -> int:
-    """Record the gaps of the batch's catalog rows; returns how many are new."""
-    return ex(
-        """
-        INSERT INTO catalog_gaps (kind, entity_id, reason)
-        SELECT 'track', x.id, CASE WHEN x.spotify_id IS NULL THEN 'name_only'
-                                   WHEN x.duration_ms IS NULL THEN 'missing_duration'
-                                   ELSE 'missing_album' END
-          FROM tmp_tracks t JOIN tracks x ON x.id = t.id
-         WHERE x.spotify_id IS NOT NULL AND (x.duration_ms IS NULL OR x.album_id IS NULL)
-        UNION ALL
-        SELECT 'artist', a.id, CASE WHEN a.spotify_id IS NULL THEN 'provisional' ELSE 'missing_image' END
-          FROM tmp_artists t JOIN artists a ON a.id = t.id
-         WHERE a.spotify_id IS NULL OR a.image_url IS NULL
-        UNION ALL
-        SELECT 'album', a.id, 'provisional' FROM tmp_albums t JOIN albums a ON a.id = t.id
-         WHERE a.spotify_id IS NULL
-        ORDER BY 1, 2
-        ON CONFLICT (kind, entity_id) DO NOTHING
-        """
-    ).rowcount
+_GAPS_SQL = """
+INSERT INTO catalog_gaps (kind, entity_id, reason)
+SELECT 'track', x.id, CASE WHEN x.spotify_id IS NULL THEN 'name_only'
+                           WHEN x.duration_ms IS NULL THEN 'missing_duration'
+                           ELSE 'missing_album' END
+  FROM tmp_tracks t JOIN tracks x ON x.id = t.id
+ WHERE x.spotify_id IS NOT NULL AND (x.duration_ms IS NULL OR x.album_id IS NULL)
+UNION ALL
+SELECT 'artist', a.id, CASE WHEN a.spotify_id IS NULL THEN 'provisional' ELSE 'missing_image' END
+  FROM tmp_artists t JOIN artists a ON a.id = t.id
+ WHERE a.spotify_id IS NULL OR a.image_url IS NULL
+UNION ALL
+SELECT 'album', a.id, 'provisional' FROM tmp_albums t JOIN albums a ON a.id = t.id
+ WHERE a.spotify_id IS NULL
+ORDER BY 1, 2
+ON CONFLICT (kind, entity_id) DO NOTHING
+"""
+
+
+def _record_gaps(ex: _Exec, *, small: bool = False) -> int:
+    """Record the gaps of the batch's catalog rows (``small``: see SMALL_BATCH); returns how many
+    are new."""
+    return (_execute(ex, f"EXECUTE {_GAPS}") if small else ex(_GAPS_SQL)).rowcount
 
 
 def apply_track_metadata(conn: psycopg.Connection[Any], tracks: Sequence[TrackRef]) -> None:
