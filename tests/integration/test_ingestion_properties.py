@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from myi import ingestion, partitions, stats
 from myi.ingestion import IngestResult, bulk_ingest, ingest
 from myi.plays import Play
-from tests.fixtures.plays import BASE, RECENT_FLOOR, account_play, api_play, extended_play, make_user
+from tests.fixtures.plays import BASE, RECENT_FLOOR, account_play, api_play, at, extended_play, make_user
 
 # Offsets chosen so that near-duplicates at the edges of both tolerances occur often.
 OFFSETS = [0, 1, 29, 30, 31, 59, 60, 61, 90, 600, 3600, 86_400]
@@ -194,6 +197,82 @@ def test_bulk_ingestion_stores_what_batch_by_batch_ingestion_stores(
     ]
     assert bulk_total == ref_total, (desc, pending)
     assert _events(db_conn, bulk_user) == _events(db_conn, ref_user), (desc, pending)
+
+
+@contextmanager
+def _sync_held_at_its_statistics(database_url: str, user: int, plays: list[Play]) -> Iterator[None]:
+    """A sync's batch of ``user`` on a connection of its own, held (with every lock it has taken,
+    its catalog statements run) where it adds to the user's statistics, by a transaction holding
+    them; it goes on when the block ends, and must have been stored by then."""
+    pid: list[int] = []
+    done: list[IngestResult] = []
+
+    def run() -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            pid.append(conn.info.backend_pid)
+            done.append(ingest(conn, user, plays))
+
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT 1 FROM stat_track WHERE user_id = %s FOR UPDATE", (user,))
+        thread = threading.Thread(target=run)
+        thread.start()
+        try:
+            for _ in range(200):
+                if pid:
+                    row = holder.execute(
+                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid[0],)
+                    ).fetchone()
+                    if row and row[0] == "Lock":
+                        break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the sync never reached its statistics")
+            yield
+        finally:
+            holder.rollback()
+            thread.join()
+    assert done and done[0].added == len(plays)
+
+
+def test_syncs_of_different_users_hold_the_catalog_lock_together(
+    db_conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    first, second = (
+        make_user(db_conn, spotify_id=f"together-{i}", recent_floor=RECENT_FLOOR) for i in (1, 2)
+    )
+    ingest(db_conn, first, [api_play(n, at(60 * n)) for n in range(4)])  # the catalog knows the tracks
+    with (
+        _sync_held_at_its_statistics(database_url, first, [api_play(n, at(3600 + 60 * n)) for n in range(4)]),
+        psycopg.connect(database_url, autocommit=True) as other,
+    ):
+        other.execute("SET lock_timeout = '2s'")
+        assert ingest(other, second, [api_play(n, at(60 * n)) for n in range(6)]) == IngestResult(added=6)
+    assert stats.verify(db_conn, first) == [] and stats.verify(db_conn, second) == []
+
+
+def test_a_sync_that_moves_an_album_waits_for_the_catalog_lock_alone(
+    db_conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    first, second = (make_user(db_conn, spotify_id=f"alone-{i}", recent_floor=RECENT_FLOOR) for i in (1, 2))
+    ingest(db_conn, first, [api_play(1, at(0)), api_play(2, at(300))])
+    moved = [api_play(1, at(600), album=9)]  # Spotify now has track 1 on another album
+    with (
+        _sync_held_at_its_statistics(database_url, first, [api_play(2, at(3600))]),
+        psycopg.connect(database_url, autocommit=True) as other,
+    ):
+        other.execute("SET lock_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            ingest(other, second, moved)
+    assert db_conn.execute(
+        "SELECT count(*) FROM listening_events WHERE user_id = %s", (second,)
+    ).fetchone() == (0,)
+    assert ingest(db_conn, second, moved) == IngestResult(added=1)
+    album = db_conn.execute(
+        "SELECT a.spotify_id FROM tracks t JOIN albums a ON a.id = t.album_id WHERE t.spotify_id = %s",
+        (moved[0].track.spotify_id,),
+    ).fetchone()
+    assert album == (f"alb{9:019d}",)
+    assert stats.verify(db_conn, first) == [] and stats.verify(db_conn, second) == []
 
 
 def _statistics(conn: psycopg.Connection[Any], user: int) -> list[tuple[Any, ...]]:

@@ -10,7 +10,9 @@ Per batch, in one transaction:
 1. Locks. ``pg_advisory_xact_lock(user)`` serialises batches of one user, so merges cannot race and
    concurrent sync and import of one user never lose or double a count. Batches carrying full API
    track objects may change the album or credits of existing tracks, which moves statistics of every
-   user who played them; they take the catalog lock exclusively, every other batch takes it shared.
+   user who played them: that takes the catalog lock exclusively, every other batch takes it shared.
+   A sync's batch rarely does, so it takes the lock shared, and when its catalog statements find
+   an album or credit change, it rolls back and runs again holding the lock exclusively.
 2. Catalog. Artists, albums and tracks are upserted (sorted keys, so concurrent users' batches lock
    rows in one order). Export records create what is missing and fill a missing duration, never
    an existing track's album or credits (enrichment does, with full objects); full API objects
@@ -349,19 +351,28 @@ def ingest(
         partitions.ensure_range(conn, min(times), max(times))
     attempts = 1 if outer else MAX_ATTEMPTS
     small = not outer and len(plays) <= SMALL_BATCH
+    # Inside a caller's transaction, a shared lock would be held until it ends: no second try.
+    exclusive = staged.has_full and outer
     for attempt in range(1, attempts + 1):
         try:
             if small:
                 _ensure_prepared(conn)
             with _transaction(conn, counter) as ex:
-                _lock(ex, user_id, exclusive_catalog=staged.has_full)
-                counts = _ingest_batch(ex, user_id, staged, import_id, fire, small=small)
+                _lock(ex, user_id, exclusive_catalog=exclusive)
+                counts = _ingest_batch(ex, user_id, staged, import_id, fire, small=small, exclusive=exclusive)
                 _apply_deltas(ex, user_id, small=small)
             return counts
+        except _CatalogChanges:
+            exclusive = True
         except _RETRIED:
             if attempt == attempts:
                 raise
     raise AssertionError("unreachable")
+
+
+class _CatalogChanges(Exception):
+    """A batch holding the catalog lock shared would move statistics of other users (an album or
+    credit change of a stored track): it is rolled back and runs again holding it exclusively."""
 
 
 class BulkIngest:
@@ -765,6 +776,7 @@ def _ingest_batch(
     on_staged: Callable[[], None],
     *,
     small: bool,
+    exclusive: bool,
 ) -> IngestResult:
     times = [p[2] for p in st.plays]
     span = _span(user_id, min(times), max(times), {p[4] for p in st.plays})
@@ -777,12 +789,12 @@ def _ingest_batch(
         assert row is not None
         moves, neighbours = bool(row[0]), bool(row[1])
         if moves:
-            _follow_moves(ex)
+            _follow_moves(ex, exclusive=exclusive)
     else:
         row = ex.script(_STAGED_SQL, span).fetchone()
         neighbours = bool(row and row[0])
         on_staged()
-        _upsert_catalog(ex, st)
+        _upsert_catalog(ex, st, exclusive=exclusive)
     counts = _write_events(ex, import_id, span, neighbours=neighbours, small=small)
     return replace(counts, gaps=_record_gaps(ex, small=small))
 
@@ -829,6 +841,12 @@ def _copy_catalog(ex: _Exec, st: _Staged, *, analyze: bool = True) -> None:
 # The catalog statements, each with what a batch must hold for it to have any work (None: every
 # batch): ``real_*`` and ``named_*``, artists, albums or tracks with and without a Spotify id;
 # ``albums``, any album; ``full``, a full API track object. See _held.
+# The credits of a batch's tracks: of new tracks, and every credit of full API objects.
+_CREDITS = """
+SELECT DISTINCT ON (t.id, ar.id) t.id AS track_id, ar.id AS artist_id, ta.position FROM tmp_tracks t
+  JOIN tmp_track_artists ta USING (tk) JOIN tmp_artists ar USING (rk)
+ WHERE t.is_new OR t.full_data
+ ORDER BY t.id, ar.id, t.full_data DESC, t.is_new DESC, ta.position"""
 _CATALOG: tuple[tuple[str | None, str], ...] = (
     # Artists: real ones by Spotify id (names and images corrected), provisional ones by name.
     (
@@ -837,11 +855,7 @@ _CATALOG: tuple[tuple[str | None, str], ...] = (
 INSERT INTO artists (spotify_id, name, name_key, image_url)
 SELECT spotify_id, name, name_key, image_url FROM tmp_artists WHERE spotify_id IS NOT NULL
 ORDER BY spotify_id
-ON CONFLICT (spotify_id) DO UPDATE
-   SET name = EXCLUDED.name, name_key = EXCLUDED.name_key,
-       image_url = COALESCE(EXCLUDED.image_url, artists.image_url), updated_at = now()
- WHERE (artists.name, artists.image_url) IS DISTINCT FROM
-       (EXCLUDED.name, COALESCE(EXCLUDED.image_url, artists.image_url))""",
+ON CONFLICT (spotify_id) DO NOTHING""",
     ),
     (
         "named_artists",
@@ -850,9 +864,19 @@ INSERT INTO artists (name, name_key)
 SELECT name, name_key FROM tmp_artists WHERE spotify_id IS NULL ORDER BY name_key
 ON CONFLICT (name_key) WHERE spotify_id IS NULL DO NOTHING""",
     ),
+    # Real artists' names and images corrected (apart from the insert: an upsert locks every row
+    # it meets, changed or not, and concurrent syncs of other users naming the same artists would
+    # wait for one another), and the batch's ids.
     (
         "real_artists",
         """
+WITH corrected AS (
+    UPDATE artists a SET name = t.name, name_key = t.name_key, image_url = COALESCE(t.image_url, a.image_url),
+           updated_at = now()
+      FROM tmp_artists t
+     WHERE t.spotify_id IS NOT NULL AND a.spotify_id = t.spotify_id
+       AND (a.name, a.image_url) IS DISTINCT FROM (t.name, COALESCE(t.image_url, a.image_url))
+)
 UPDATE tmp_artists t SET id = a.id FROM artists a
  WHERE t.spotify_id IS NOT NULL AND a.spotify_id = t.spotify_id""",
     ),
@@ -869,13 +893,7 @@ UPDATE tmp_artists t SET id = a.id FROM artists a
 INSERT INTO albums (spotify_id, name, name_key, artist_key, image_url, release_date)
 SELECT spotify_id, name, name_key, artist_key, image_url, release_date FROM tmp_albums
  WHERE spotify_id IS NOT NULL ORDER BY spotify_id
-ON CONFLICT (spotify_id) DO UPDATE
-   SET name = EXCLUDED.name, name_key = EXCLUDED.name_key, artist_key = EXCLUDED.artist_key,
-       image_url = COALESCE(EXCLUDED.image_url, albums.image_url),
-       release_date = COALESCE(EXCLUDED.release_date, albums.release_date), updated_at = now()
- WHERE (albums.name, albums.image_url, albums.release_date) IS DISTINCT FROM
-       (EXCLUDED.name, COALESCE(EXCLUDED.image_url, albums.image_url),
-        COALESCE(EXCLUDED.release_date, albums.release_date))""",
+ON CONFLICT (spotify_id) DO NOTHING""",
     ),
     (
         "named_albums",
@@ -887,6 +905,15 @@ ON CONFLICT (artist_key, name_key) WHERE spotify_id IS NULL DO NOTHING""",
     (
         "real_albums",
         """
+WITH corrected AS (
+    UPDATE albums a SET name = t.name, name_key = t.name_key, artist_key = t.artist_key,
+           image_url = COALESCE(t.image_url, a.image_url),
+           release_date = COALESCE(t.release_date, a.release_date), updated_at = now()
+      FROM tmp_albums t
+     WHERE t.spotify_id IS NOT NULL AND a.spotify_id = t.spotify_id
+       AND (a.name, a.image_url, a.release_date) IS DISTINCT FROM
+           (t.name, COALESCE(t.image_url, a.image_url), COALESCE(t.release_date, a.release_date))
+)
 UPDATE tmp_albums t SET id = a.id FROM albums a
  WHERE t.spotify_id IS NOT NULL AND a.spotify_id = t.spotify_id""",
     ),
@@ -1015,16 +1042,19 @@ DELETE FROM track_artists x USING tmp_credit_moves m
  WHERE m.sign = -1 AND x.track_id = m.track_id AND x.artist_id = m.artist_id""",
     ),
     # (Two keys of a batch can name one track, its Spotify id and its artist and name: one credit.)
+    # (Stored credits whose order full API data corrects, apart from the insert, as above: they are
+    # not rows the insert adds.)
     (
         None,
-        """
+        f"""
+WITH credits AS ({_CREDITS}
+), reordered AS (
+    UPDATE track_artists x SET position = c.position FROM credits c
+     WHERE x.track_id = c.track_id AND x.artist_id = c.artist_id AND x.position <> c.position
+)
 INSERT INTO track_artists (track_id, artist_id, position)
-SELECT DISTINCT ON (t.id, ar.id) t.id, ar.id, ta.position FROM tmp_tracks t
-  JOIN tmp_track_artists ta USING (tk) JOIN tmp_artists ar USING (rk)
- WHERE t.is_new OR t.full_data
- ORDER BY t.id, ar.id, t.full_data DESC, t.is_new DESC, ta.position
-ON CONFLICT (track_id, artist_id) DO UPDATE SET position = EXCLUDED.position
- WHERE track_artists.position <> EXCLUDED.position""",
+SELECT * FROM credits
+ON CONFLICT (track_id, artist_id) DO NOTHING""",
     ),
 )
 
@@ -1145,8 +1175,9 @@ def _catalog_executes(held: frozenset[str]) -> str:
     )
 
 
-def _upsert_catalog(ex: _Exec, st: _Staged) -> None:
-    """The catalog rows of ``st``, and what follows their album and credit changes."""
+def _upsert_catalog(ex: _Exec, st: _Staged, *, exclusive: bool = True) -> None:
+    """The catalog rows of ``st``, and what follows their album and credit changes (``exclusive``:
+    whether the catalog lock is held exclusively, which they need)."""
     ex.script(_catalog_text(_held(st)))
     if not st.has_full:
         return
@@ -1155,12 +1186,14 @@ def _upsert_catalog(ex: _Exec, st: _Staged) -> None:
         "SELECT EXISTS (SELECT 1 FROM tmp_album_moves) OR EXISTS (SELECT 1 FROM tmp_credit_moves)"
     ).fetchone()
     if row and row[0]:
-        _follow_moves(ex)
+        _follow_moves(ex, exclusive=exclusive)
 
 
-def _follow_moves(ex: _Exec) -> None:
+def _follow_moves(ex: _Exec, *, exclusive: bool = True) -> None:
     """Statistics and provisional rows follow the album and credit changes of tmp_album_moves and
-    tmp_credit_moves."""
+    tmp_credit_moves; without the catalog lock held exclusively, raises _CatalogChanges."""
+    if not exclusive:
+        raise _CatalogChanges
     _move_statistics(ex)
     # Provisional artists and albums that real ones replaced on a track, under the same name, are
     # the same artist or album: merge them (exclusive catalog lock held).
