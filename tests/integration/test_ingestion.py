@@ -73,6 +73,14 @@ def test_a_batch_whose_prepared_fold_was_deallocated_is_stored(
     assert_exact(db_conn, user)
 
 
+def test_a_small_batchs_planner_settings_end_with_it(db_conn: psycopg.Connection[Any], user: int) -> None:
+    before = db_conn.execute("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
+    assert before.fetchone() == ("on", "on")
+    assert ingest(db_conn, user, [api_play(1, at(0))]) == IngestResult(added=1)
+    after = db_conn.execute("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
+    assert after.fetchone() == ("on", "on")
+
+
 def test_import_after_sync_merges_estimated_plays(db_conn: psycopg.Connection[Any], user: int) -> None:
     ingest(db_conn, user, [api_play(1, at(0))])
     result = ingest(db_conn, user, [extended_play(1, at(-4), ms=123_456)])

@@ -76,9 +76,14 @@ QUEUED_PLAYS = 100_000
 # re-plan the prepared ones: for a few dozen rows, their estimates from the tables' size serve, and
 # the plans of the catalog tables' own statistics are re-made whenever those are analysed. Larger
 # batches, and bulk ingestion, are analysed and planned each time.
-SMALL_BATCH = 1_000
+SMALL_BATCH = 200
+# A small batch joins its staging tables to the catalog and the statistics row by row, by index:
+# PostgreSQL, estimating the staging tables from their size (hundreds of rows for a page of 50),
+# would rather hash whole tables of a large catalog (30,000 tracks: 5 ms a statement), and grows
+# worse as the catalog grows. The settings hold for the batch's transaction; the prepared plans are
+# made under them.
+_SMALL_PLANS = ", set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
 _CATALOG_NAME = "myi_catalog_"
-_CHECKS = "myi_checks"
 _INSERT = "myi_insert_unmatched"
 _GAPS = "myi_record_gaps"
 _FOLD = "myi_fold_deltas"
@@ -358,7 +363,7 @@ def ingest(
             if small:
                 _ensure_prepared(conn)
             with _transaction(conn, counter) as ex:
-                _lock(ex, user_id, exclusive_catalog=exclusive)
+                _lock(ex, user_id, exclusive_catalog=exclusive, small=small)
                 counts = _ingest_batch(ex, user_id, staged, import_id, fire, small=small, exclusive=exclusive)
                 _apply_deltas(ex, user_id, small=small)
             return counts
@@ -674,10 +679,12 @@ def _stage_checked(plays: Sequence[Play]) -> _Staged:
     return _stage(plays)
 
 
-def _lock(ex: _Exec, user_id: int, *, exclusive_catalog: bool) -> None:
+def _lock(ex: _Exec, user_id: int, *, exclusive_catalog: bool, small: bool = False) -> None:
+    """The batch's locks (and, for a small batch, its planner settings: see _SMALL_PLANS)."""
     lock = "pg_advisory_xact_lock" if exclusive_catalog else "pg_advisory_xact_lock_shared"
     ex(
-        f"SELECT {lock}(%s), pg_advisory_xact_lock(%s, %s), (SELECT timezone FROM users WHERE id = %s)",
+        f"SELECT {lock}(%s), pg_advisory_xact_lock(%s, %s), (SELECT timezone FROM users WHERE id = %s)"
+        + (_SMALL_PLANS if small else ""),
         (CATALOG_LOCK, USER_LOCK_CLASS, user_id, user_id),
     )
     row = ex.cur.fetchone()
@@ -726,12 +733,6 @@ def _prepare_statements() -> dict[str, str]:
     out[_GAPS] = f"PREPARE {_GAPS} AS {_GAPS_SQL}"
     insert = _insert_sql(_UNMATCHED_PLAYS).replace("%(user)s", "$1").replace("%(import_id)s", "$2")
     out[_INSERT] = f"PREPARE {_INSERT} (bigint, uuid) AS {insert}"
-    checks = _CHECKS_SQL
-    for n, arg in enumerate(_CHECKS_ARGS.split(", "), start=1):
-        checks = checks.replace(arg, f"${n}")
-    out[_CHECKS] = (
-        f"PREPARE {_CHECKS} (bigint, timestamptz, timestamptz, timestamptz, timestamptz, text[]) AS {checks}"
-    )
     return out
 
 
@@ -784,7 +785,7 @@ def _ingest_batch(
     if small:
         on_staged()
         # The catalog, then whether it moved statistics and whether stored plays lie near: one trip.
-        checks = f"{_catalog_executes(_held(st))};\nEXECUTE {_CHECKS} ({_CHECKS_ARGS})"
+        checks = f"{_catalog_executes(_held(st))};\n{_CHECKS_SQL}"
         row = _execute(ex, checks, span, script=True).fetchone()
         assert row is not None
         moves, neighbours = bool(row[0]), bool(row[1])
@@ -1338,9 +1339,10 @@ _NEIGHBOURS = """EXISTS (
 _NEIGHBOURS_SQL = f"SELECT {_NEIGHBOURS}"
 # A small batch's checks after its catalog statements: whether they moved statistics (only full API
 # objects can change an existing track's album or credits; mostly they do not), and _NEIGHBOURS.
+# Not prepared: a generic plan of listening_events would take every monthly partition, where the
+# plan of these timestamps takes one or two.
 _CHECKS_SQL = f"""
 SELECT EXISTS (SELECT 1 FROM tmp_album_moves) OR EXISTS (SELECT 1 FROM tmp_credit_moves), {_NEIGHBOURS}"""
-_CHECKS_ARGS = "%(user)s, %(first)s, %(last)s, %(reach_first)s, %(reach_last)s, %(origins)s"
 # After staging a batch that is not small: temporary tables have no statistics until analysed, and
 # the plans of the statements that follow depend on them; with it, whether stored plays lie near.
 _STAGED_SQL = f"""
