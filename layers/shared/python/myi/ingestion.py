@@ -70,18 +70,17 @@ PENDING_TRACKS = 5_000
 MERGE_REACH = timedelta(seconds=90)
 QUEUED_PLAYS = 100_000
 # A batch of ingest() of at most this many plays (a sync's page is 50), on a connection in
-# autocommit, is a small batch: its catalog statements and its statistics fold run as statements
-# prepared once per connection, and its staging tables are not analysed. PostgreSQL would otherwise
-# plan every statement afresh for every batch, and analysing the staging tables would make it
-# re-plan the prepared ones: for a few dozen rows, their estimates from the tables' size serve, and
-# the plans of the catalog tables' own statistics are re-made whenever those are analysed. Larger
-# batches, and bulk ingestion, are analysed and planned each time.
+# autocommit, is a small batch: its catalog statements, the insert of its plays, the record of its
+# gaps and its statistics fold run as statements prepared once per connection (PostgreSQL would
+# otherwise plan each of them afresh for every batch), and its staging tables are not analysed
+# (that would make it re-plan the prepared ones). It joins its staging tables to the catalog and
+# the statistics row by row, by index: estimating the staging tables from their size (hundreds of
+# rows for a page of 50), PostgreSQL would rather hash whole tables of a large catalog (30,000
+# tracks: 5 ms a statement), worse as the catalog grows. The planner settings of _SMALL_PLANS hold
+# for the batch's transaction, and the prepared plans are made under them (again whenever the
+# tables they read are analysed). Larger batches, and bulk ingestion, are analysed and planned
+# each time.
 SMALL_BATCH = 200
-# A small batch joins its staging tables to the catalog and the statistics row by row, by index:
-# PostgreSQL, estimating the staging tables from their size (hundreds of rows for a page of 50),
-# would rather hash whole tables of a large catalog (30,000 tracks: 5 ms a statement), and grows
-# worse as the catalog grows. The settings hold for the batch's transaction; the prepared plans are
-# made under them.
 _SMALL_PLANS = ", set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
 _CATALOG_NAME = "myi_catalog_"
 _INSERT = "myi_insert_unmatched"
@@ -331,6 +330,7 @@ def ingest(
     import_id: uuid.UUID | None = None,
     counter: StatementCounter | None = None,
     on_staged: Callable[[], None] | None = None,
+    and_then: tuple[str, dict[str, Any]] | None = None,
 ) -> IngestResult:
     """Store a batch of plays of one user; returns what happened to them.
 
@@ -340,6 +340,9 @@ def ingest(
     ``on_staged`` is called once, when the batch is in the staging tables and what is left is the
     database's work: what the caller starts then (a message to send) runs beside that work instead
     of competing with the staging for the interpreter.
+
+    ``and_then`` (a statement and its named parameters) is the caller's own write, run last in the
+    batch's transaction: it commits with the batch, or neither does.
     """
     if not plays:
         return IngestResult()
@@ -364,8 +367,13 @@ def ingest(
                 _ensure_prepared(conn)
             with _transaction(conn, counter) as ex:
                 _lock(ex, user_id, exclusive_catalog=exclusive, small=small)
-                counts = _ingest_batch(ex, user_id, staged, import_id, fire, small=small, exclusive=exclusive)
-                _apply_deltas(ex, user_id, small=small)
+                if small:
+                    counts = _ingest_small(ex, user_id, staged, import_id, fire, exclusive, and_then)
+                else:
+                    counts = _ingest_batch(ex, user_id, staged, import_id, fire, exclusive=exclusive)
+                    _apply_deltas(ex, user_id)
+                    if and_then is not None:
+                        ex(*and_then)
             return counts
         except _CatalogChanges:
             exclusive = True
@@ -753,20 +761,35 @@ def _ensure_prepared(conn: psycopg.Connection[Any]) -> None:
     _ready.add(conn)
 
 
-def _execute(ex: _Exec, sql: str, params: Any = None, *, script: bool = False) -> psycopg.Cursor[Any]:
-    """Run EXECUTE statements of small batches (their arguments bound here: EXECUTE takes none from
-    the protocol), returning the cursor at the last one's result. A prepared statement deallocated
-    behind the connection's back (a pooler resetting its session) fails the batch, which ingest()
-    tries again once the statements are prepared anew."""
+def _execute(ex: _Exec, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
+    """Run a script of EXECUTE statements of small batches (their arguments bound here: EXECUTE
+    takes none from the protocol), returning the cursor at the last one's result. A prepared
+    statement deallocated behind the connection's back (a pooler resetting its session) fails the
+    batch, which ingest() tries again once the statements are prepared anew."""
     try:
-        if script:
-            return ex.script(sql, params)
-        if params:
-            sql = psycopg.ClientCursor(ex.cur.connection).mogrify(sql, params)
-        return ex(sql)
+        return ex.script(sql, params)
     except pg_errors.InvalidSqlStatementName:
         _ready.discard(ex.cur.connection)
         raise
+
+
+def _execute_all(ex: _Exec, statements: list[str]) -> list[tuple[int, tuple[Any, ...] | None]]:
+    """Run ``statements`` (their arguments bound) in one round trip, EXECUTE statements of small
+    batches among them (see :func:`_execute`); each one's row count and first row."""
+    if ex.counter is not None:
+        ex.counter.count += len(statements)
+        ex.counter.round_trips += 1
+    cur = ex.cur
+    try:
+        cur.execute(";\n".join(statements))
+    except pg_errors.InvalidSqlStatementName:
+        _ready.discard(cur.connection)
+        raise
+    out: list[tuple[int, tuple[Any, ...] | None]] = []
+    while True:
+        out.append((cur.rowcount, cur.fetchone() if cur.description else None))
+        if not cur.nextset():
+            return out
 
 
 def _ingest_batch(
@@ -776,28 +799,56 @@ def _ingest_batch(
     import_id: uuid.UUID | None,
     on_staged: Callable[[], None],
     *,
-    small: bool,
     exclusive: bool,
 ) -> IngestResult:
     times = [p[2] for p in st.plays]
     span = _span(user_id, min(times), max(times), {p[4] for p in st.plays})
     _copy_staged(ex, st)
-    if small:
-        on_staged()
-        # The catalog, then whether it moved statistics and whether stored plays lie near: one trip.
-        checks = f"{_catalog_executes(_held(st))};\n{_CHECKS_SQL}"
-        row = _execute(ex, checks, span, script=True).fetchone()
-        assert row is not None
-        moves, neighbours = bool(row[0]), bool(row[1])
-        if moves:
-            _follow_moves(ex, exclusive=exclusive)
-    else:
-        row = ex.script(_STAGED_SQL, span).fetchone()
-        neighbours = bool(row and row[0])
-        on_staged()
-        _upsert_catalog(ex, st, exclusive=exclusive)
-    counts = _write_events(ex, import_id, span, neighbours=neighbours, small=small)
-    return replace(counts, gaps=_record_gaps(ex, small=small))
+    row = ex.script(_STAGED_SQL, span).fetchone()
+    neighbours = bool(row and row[0])
+    on_staged()
+    _upsert_catalog(ex, st, exclusive=exclusive)
+    counts = _write_events(ex, import_id, span, neighbours=neighbours)
+    return replace(counts, gaps=_record_gaps(ex))
+
+
+def _ingest_small(
+    ex: _Exec,
+    user_id: int,
+    st: _Staged,
+    import_id: uuid.UUID | None,
+    on_staged: Callable[[], None],
+    exclusive: bool,
+    and_then: tuple[str, dict[str, Any]] | None,
+) -> IngestResult:
+    """A small batch (see SMALL_BATCH), statistics and ``and_then`` included: what _ingest_batch
+    and _apply_deltas do, by the prepared statements; after the staging, two round trips when
+    nothing stored is to be matched."""
+    times = [p[2] for p in st.plays]
+    span = _span(user_id, min(times), max(times), {p[4] for p in st.plays})
+    _copy_staged(ex, st)
+    on_staged()
+    # The catalog, then whether it moved statistics and whether stored plays lie near.
+    checks = f"{_catalog_executes(_held(st))};\n{_CHECKS_SQL}"
+    row = _execute(ex, checks, span).fetchone()
+    assert row is not None
+    moves, neighbours = bool(row[0]), bool(row[1])
+    if moves:
+        _follow_moves(ex, exclusive=exclusive)
+    counts = None
+    if neighbours:
+        counts = _write_events(ex, import_id, span)
+    # The plays (when nothing was to be matched), the gaps, the statistics and the caller's write.
+    mogrify = psycopg.ClientCursor(ex.cur.connection).mogrify
+    args = {"user": user_id, "import_id": import_id}
+    rest = [] if neighbours else [mogrify(f"EXECUTE {_INSERT} (%(user)s, %(import_id)s)", args)]
+    rest += [f"EXECUTE {_GAPS}", mogrify(f"EXECUTE {_FOLD} (%(user)s)", args)]
+    if and_then is not None:
+        rest.append(mogrify(*and_then))
+    results = _execute_all(ex, rest)
+    if counts is None:
+        counts = _counts(results[0][1])
+    return replace(counts, gaps=results[0 if neighbours else 1][0])
 
 
 def _copy_staged(ex: _Exec, st: _Staged) -> None:
@@ -1433,14 +1484,13 @@ def _write_events(
     span: dict[str, Any],
     *,
     neighbours: bool = True,
-    small: bool = False,
 ) -> IngestResult:
     """Dedupe, merge and insert the plays of tmp_plays, which lie within ``span`` (see :func:`_span`).
     ``neighbours=False``: no stored play lies within reach of the span (_NEIGHBOURS), so there is
     nothing to match, and only a batch's own repeats are duplicates."""
     params = {"user": span["user"], "reach_first": span["reach_first"], "reach_last": span["reach_last"]}
     if not neighbours:
-        return _insert_events(ex, import_id, params, matched=False, small=small)
+        return _insert_events(ex, import_id, params, matched=False)
     ex.script(_MATCH_SQL, params)
     # Merges: the statistics move by the difference between the real and the estimated figure.
     ex(
@@ -1508,16 +1558,16 @@ SELECT (SELECT count(*) FROM delta),
 
 
 def _insert_events(
-    ex: _Exec, import_id: uuid.UUID | None, params: dict[str, Any], *, matched: bool, small: bool = False
+    ex: _Exec, import_id: uuid.UUID | None, params: dict[str, Any], *, matched: bool
 ) -> IngestResult:
-    """Insert the plays of tmp_plays (``matched``: as _MATCH_SQL left them; ``small``: see
-    SMALL_BATCH); a conflict on the unique key means the play is already stored: a duplicate."""
-    args = {**params, "import_id": import_id}
-    if small and not matched:
-        cur = _execute(ex, f"EXECUTE {_INSERT} (%(user)s, %(import_id)s)", args)
-    else:
-        cur = ex(_insert_sql(_MATCHED_PLAYS if matched else _UNMATCHED_PLAYS), args)
-    row = cur.fetchone()
+    """Insert the plays of tmp_plays (``matched``: as _MATCH_SQL left them); a conflict on the
+    unique key means the play is already stored: a duplicate."""
+    source = _MATCHED_PLAYS if matched else _UNMATCHED_PLAYS
+    return _counts(ex(_insert_sql(source), {**params, "import_id": import_id}).fetchone())
+
+
+def _counts(row: tuple[Any, ...] | None) -> IngestResult:
+    """What the insert of events tells: (added, merged, plays of the batch)."""
     assert row is not None
     added, merged, total = int(row[0]), int(row[1]), int(row[2])
     return IngestResult(added=added, merged=merged, duplicates=total - added - merged)
@@ -1638,12 +1688,9 @@ SELECT 1
 """
 
 
-def _apply_deltas(ex: _Exec, user_id: int, *, small: bool = False) -> None:
-    """Add the statistics of tmp_delta (``small``: by its prepared statement, see SMALL_BATCH)."""
-    if small:
-        _execute(ex, f"EXECUTE {_FOLD} ({int(user_id)})")  # a utility statement: no bound parameters
-    else:
-        ex(_DELTA_SQL, {"user": user_id})
+def _apply_deltas(ex: _Exec, user_id: int) -> None:
+    """Add the statistics of tmp_delta."""
+    ex(_DELTA_SQL, {"user": user_id})
 
 
 _GAPS_SQL = """
@@ -1665,10 +1712,9 @@ ON CONFLICT (kind, entity_id) DO NOTHING
 """
 
 
-def _record_gaps(ex: _Exec, *, small: bool = False) -> int:
-    """Record the gaps of the batch's catalog rows (``small``: see SMALL_BATCH); returns how many
-    are new."""
-    return (_execute(ex, f"EXECUTE {_GAPS}") if small else ex(_GAPS_SQL)).rowcount
+def _record_gaps(ex: _Exec) -> int:
+    """Record the gaps of the batch's catalog rows; returns how many are new."""
+    return ex(_GAPS_SQL).rowcount
 
 
 def apply_track_metadata(conn: psycopg.Connection[Any], tracks: Sequence[TrackRef]) -> None:

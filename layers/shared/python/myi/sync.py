@@ -142,19 +142,13 @@ def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> S
             delay = deps.rng.randint(0, 5)
             read_on.append(_sender().submit(enqueue, deps.sqs, s, user_id, delay, after_ms=_ms(newest)))
 
-    plays = [Play(p.track, p.played_at, "api", None) for p in page]
-    try:
-        result = ingest(conn, user_id, plays, on_staged=send_read_on) if plays else IngestResult()
-    finally:
-        wait(read_on)  # no send outlives its message
-    for sent in read_on:
-        sent.result()  # a failed send fails the message: it comes back and reads this page again
     now = deps.clock()
     gap = full and cursor is not None
     interval = (
         max(MIN_INTERVAL_S, interval // 2) if full else min(max(s.sync_cooldown_s, 3600), int(interval * 1.5))
     )
-    conn.execute(
+    # The cursor and the cadence move in the transaction that stores the page.
+    moved = (
         """
         UPDATE users SET last_ingested_at = %(now)s,
                sync_cursor = CASE WHEN %(follows)s::timestamptz IS NULL OR sync_cursor >= %(follows)s
@@ -174,6 +168,17 @@ def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> S
             "user": user_id,
         },
     )
+    plays = [Play(p.track, p.played_at, "api", None) for p in page]
+    try:
+        if plays:
+            result = ingest(conn, user_id, plays, on_staged=send_read_on, and_then=moved)
+        else:
+            conn.execute(*moved)
+            result = IngestResult()
+    finally:
+        wait(read_on)  # no send outlives its message
+    for sent in read_on:
+        sent.result()  # a failed send fails the message: it comes back and reads this page again
     if gap:
         oldest = min(p.played_at for p in page)
         logger.warning(
