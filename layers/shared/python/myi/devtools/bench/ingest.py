@@ -5,9 +5,10 @@ tracks (a Zipf-like mix, as real listening is), through :func:`myi.ingestion.bul
 import's path) as the import worker commits them (``IMPORT_BATCH_SIZE`` plays a transaction, in
 ingestion calls of ``BULK_BATCH_SIZE``), statistics included. ``ingest_vs_copy_ratio``: that
 time over a plain COPY of the same rows into an unindexed table, measured in the same run.
-``sync_batch_statements``: SQL statements one 50-play API batch sends (and the same for 500 plays,
-to show it does not grow), and ``sync_batch_round_trips``, the round trips to the server they
-take. ``MYI_BENCH_PLAYS`` overrides the number of plays for a quick run.
+``sync_batch_statements``: SQL statements one 50-play API batch sends, and
+``sync_batch_round_trips``, the round trips to the server they take; ``sync_batch_statements_500``
+the same for 500 plays, past ``SMALL_BATCH``, where the batch is analysed and planned each time
+(each is fixed whatever the batch's size). ``MYI_BENCH_PLAYS`` overrides the number of plays for a quick run.
 """
 
 from __future__ import annotations
