@@ -361,7 +361,8 @@ def ingest(
     small = not outer and len(plays) <= SMALL_BATCH
     # Inside a caller's transaction, a shared lock would be held until it ends: no second try.
     exclusive = staged.has_full and outer
-    for attempt in range(1, attempts + 1):
+    failures = 0
+    while True:
         try:
             if small:
                 _ensure_prepared(conn)
@@ -376,11 +377,11 @@ def ingest(
                         ex(*and_then)
             return counts
         except _CatalogChanges:
-            exclusive = True
+            exclusive = True  # once: holding the lock exclusively, it is not raised
         except _RETRIED:
-            if attempt == attempts:
+            failures += 1
+            if failures == attempts:
                 raise
-    raise AssertionError("unreachable")
 
 
 class _CatalogChanges(Exception):
@@ -1094,8 +1095,8 @@ DELETE FROM track_artists x USING tmp_credit_moves m
  WHERE m.sign = -1 AND x.track_id = m.track_id AND x.artist_id = m.artist_id""",
     ),
     # (Two keys of a batch can name one track, its Spotify id and its artist and name: one credit.)
-    # (Stored credits whose order full API data corrects, apart from the insert, as above: they are
-    # not rows the insert adds.)
+    # Stored credits whose order full API data corrects are updated apart from the insert, as for
+    # artists: an upsert would lock every credit it meets.
     (
         None,
         f"""
@@ -1379,7 +1380,7 @@ UPDATE tmp_plays p SET alt_ids = i.ids
  WHERE p.track_id = i.id
 """
 
-# Whether a bulk batch of plays from ``first`` to ``last`` (of ``origins``) could repeat a stored
+# Whether a batch of plays from ``first`` to ``last`` (of ``origins``) could repeat a stored
 # play (one stored inside its span) or match one of another origin (within the merge's reach,
 # MERGE_REACH either side: see the candidates of _MATCH_SQL).
 _NEIGHBOURS = """EXISTS (

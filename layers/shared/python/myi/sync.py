@@ -4,7 +4,8 @@ Spotify offers no push and ``recently-played`` holds only the latest 50 plays, s
 ``sync-fanout`` schedule enqueues every user who is due (a valid grant, a login within
 ``SYNC_ACTIVE_DAYS``, the last sync older than ``SYNC_COOLDOWN_SECONDS`` and their own adaptive
 ``next_sync_at`` reached), and the worker reads ``recently-played`` after the user's cursor,
-ingests the plays (source ``api``, ``ms_played`` estimated) and moves the cursor.
+ingests the plays (source ``api``, ``ms_played`` estimated) and moves the cursor, in the
+transaction that stores them.
 
 Cadence adapts per user: a full page (50 plays since the last sync) halves the user's interval and
 re-enqueues them at once to read on; a quiet page lengthens it. A full page after a cursor may
@@ -178,7 +179,7 @@ def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> S
     finally:
         wait(read_on)  # no send outlives its message
     for sent in read_on:
-        sent.result()  # a failed send fails the message: it comes back and reads this page again
+        sent.result()  # a failed send fails the message: it comes back and reads on from the cursor
     if gap:
         oldest = min(p.played_at for p in page)
         logger.warning(
