@@ -802,8 +802,7 @@ def _ingest_batch(
     *,
     exclusive: bool,
 ) -> IngestResult:
-    times = [p[2] for p in st.plays]
-    span = _span(user_id, min(times), max(times), {p[4] for p in st.plays})
+    span = _staged_span(user_id, st)
     _copy_staged(ex, st)
     row = ex.script(_STAGED_SQL, span).fetchone()
     neighbours = bool(row and row[0])
@@ -825,8 +824,7 @@ def _ingest_small(
     """A small batch (see SMALL_BATCH), statistics and ``and_then`` included: what _ingest_batch
     and _apply_deltas do, by the prepared statements; after the staging, two round trips when
     nothing stored is to be matched."""
-    times = [p[2] for p in st.plays]
-    span = _span(user_id, min(times), max(times), {p[4] for p in st.plays})
+    span = _staged_span(user_id, st)
     _copy_staged(ex, st)
     on_staged()
     # The catalog, then whether it moved statistics and whether stored plays lie near.
@@ -850,6 +848,11 @@ def _ingest_small(
     if counts is None:
         counts = _counts(results[0][1])
     return replace(counts, gaps=results[0 if neighbours else 1][0])
+
+
+def _staged_span(user_id: int, st: _Staged) -> dict[str, Any]:
+    times = [p[2] for p in st.plays]
+    return _span(user_id, min(times), max(times), {p[4] for p in st.plays})
 
 
 def _copy_staged(ex: _Exec, st: _Staged) -> None:
