@@ -367,10 +367,10 @@ def ingest(
             if small:
                 _ensure_prepared(conn)
             with _transaction(conn, counter) as ex:
-                _lock(ex, user_id, exclusive_catalog=exclusive, small=small)
                 if small:
                     counts = _ingest_small(ex, user_id, staged, import_id, fire, exclusive, and_then)
                 else:
+                    _lock(ex, user_id, exclusive_catalog=exclusive)
                     counts = _ingest_batch(ex, user_id, staged, import_id, fire, exclusive=exclusive)
                     _apply_deltas(ex, user_id)
                     if and_then is not None:
@@ -688,17 +688,78 @@ def _stage_checked(plays: Sequence[Play]) -> _Staged:
     return _stage(plays)
 
 
-def _lock(ex: _Exec, user_id: int, *, exclusive_catalog: bool, small: bool = False) -> None:
-    """The batch's locks (and, for a small batch, its planner settings: see _SMALL_PLANS)."""
+def _lock(ex: _Exec, user_id: int, *, exclusive_catalog: bool) -> None:
+    """The batch's locks."""
+    _check_user(user_id, ex(*_lock_statement(user_id, exclusive_catalog, small=False)).fetchone())
+
+
+def _lock_statement(user_id: int, exclusive_catalog: bool, *, small: bool) -> tuple[str, tuple[int, ...]]:
+    """The statement that takes a batch's locks (and a small batch's planner settings: see
+    _SMALL_PLANS), and looks for its user."""
     lock = "pg_advisory_xact_lock" if exclusive_catalog else "pg_advisory_xact_lock_shared"
-    ex(
-        f"SELECT {lock}(%s), pg_advisory_xact_lock(%s, %s), (SELECT timezone FROM users WHERE id = %s)"
-        + (_SMALL_PLANS if small else ""),
-        (CATALOG_LOCK, USER_LOCK_CLASS, user_id, user_id),
-    )
-    row = ex.cur.fetchone()
+    sql = f"SELECT {lock}(%s), pg_advisory_xact_lock(%s, %s), (SELECT timezone FROM users WHERE id = %s)"
+    return sql + (_SMALL_PLANS if small else ""), (CATALOG_LOCK, USER_LOCK_CLASS, user_id, user_id)
+
+
+def _check_user(user_id: int, row: tuple[Any, ...] | None) -> None:
     if row is None or row[2] is None:
         raise LookupError(f"no user {user_id}")
+
+
+# A small batch's staging rows, a statement each, from one array per column.
+_SMALL_STAGING = (
+    (
+        "artists",
+        "tmp_artists (rk, spotify_id, name, name_key, image_url)",
+        "int[], text[], text[], text[], text[]",
+    ),
+    (
+        "albums",
+        "tmp_albums (ak, spotify_id, name, name_key, artist_key, image_url, release_date)",
+        "int[], text[], text[], text[], text[], text[], text[]",
+    ),
+    ("album_artists", "tmp_album_artists (ak, rk, position)", "int[], int[], smallint[]"),
+    (
+        "tracks",
+        "tmp_tracks (tk, spotify_id, name, name_key, artist_key, duration_ms, explicit, ak, full_data)",
+        "int[], text[], text[], text[], text[], int[], boolean[], int[], boolean[]",
+    ),
+    ("track_artists", "tmp_track_artists (tk, rk, position)", "int[], int[], smallint[]"),
+    (
+        "plays",
+        "tmp_plays (seq, tk, played_at, ms_played, origin)",
+        "int[], int[], timestamptz[], int[], text[]",
+    ),
+)
+
+
+def _lock_and_stage(ex: _Exec, user_id: int, st: _Staged, *, exclusive: bool) -> None:
+    """A small batch's locks and its staging rows in one round trip (a pipeline: the locks are
+    taken before the rows go in)."""
+    rows: dict[str, list[Sequence[Any]]] = {
+        "artists": list(st.artists.values()),
+        "albums": list(st.albums.values()),
+        "album_artists": [(ak, rk, pos) for (ak, rk), pos in st.album_artists.items()],
+        "tracks": list(st.tracks.values()),
+        "track_artists": [(tk, rk, pos) for (tk, rk), pos in st.track_artists.items()],
+        "plays": [p[:5] for p in st.plays],
+    }
+    conn = ex.cur.connection
+    statements = [(name, target, types) for name, target, types in _SMALL_STAGING if rows[name]]
+    if ex.counter is not None:
+        ex.counter.count += 1 + len(statements)
+        ex.counter.round_trips += 1
+    sql, params = _lock_statement(user_id, exclusive, small=True)
+    with conn.cursor() as lock:
+        with conn.pipeline():
+            lock.execute(sql, params)
+            for name, target, types in statements:
+                args = ", ".join(f"%s::{t}" for t in types.split(", "))
+                ex.cur.execute(
+                    f"INSERT INTO {target} SELECT * FROM unnest({args})",
+                    [list(column) for column in zip(*rows[name], strict=True)],
+                )
+        _check_user(user_id, lock.fetchone())
 
 
 @contextmanager
@@ -821,11 +882,11 @@ def _ingest_small(
     exclusive: bool,
     and_then: tuple[str, dict[str, Any]] | None,
 ) -> IngestResult:
-    """A small batch (see SMALL_BATCH), statistics and ``and_then`` included: what _ingest_batch
-    and _apply_deltas do, by the prepared statements; after the staging, two round trips when
-    nothing stored is to be matched."""
+    """A small batch (see SMALL_BATCH), its locks, statistics and ``and_then`` included: what
+    _lock, _ingest_batch and _apply_deltas do, by the prepared statements, in three round trips
+    when nothing stored is to be matched."""
     span = _staged_span(user_id, st)
-    _copy_staged(ex, st)
+    _lock_and_stage(ex, user_id, st, exclusive=exclusive)
     on_staged()
     # The catalog, then whether it moved statistics and whether stored plays lie near.
     checks = f"{_catalog_executes(_held(st))};\n{_CHECKS_SQL}"
