@@ -2,8 +2,9 @@
 
 One entry point, :func:`ingest`, serves the sync worker (50 API plays) and the history import
 (batches of thousands of export records). A batch costs a fixed number of SQL statements whatever
-its size: the batch is staged into temporary tables with COPY, then the catalog, the events and the
-statistics are written with ``INSERT .. SELECT .. ON CONFLICT`` and ``UPDATE .. FROM`` statements.
+its size: the batch is staged into temporary tables with COPY (a small batch, see SMALL_BATCH, as
+arrays sent with its locks), then the catalog, the events and the statistics are written with
+``INSERT .. SELECT .. ON CONFLICT`` and ``UPDATE .. FROM`` statements.
 
 Per batch, in one transaction:
 
