@@ -88,7 +88,7 @@ _INSERT = "myi_insert_unmatched"
 _GAPS = "myi_record_gaps"
 _FOLD = "myi_fold_deltas"
 # What a batch of ingest() is tried again after (the transaction rolled back): a deadlock or
-# serialisation failure, and a prepared statement gone (see _execute).
+# serialisation failure, and a prepared statement gone (a pooler resetting the session).
 _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.InvalidSqlStatementName)
 
 
@@ -368,18 +368,14 @@ def ingest(
             if small:
                 _ensure_prepared(conn)
             with _transaction(conn, counter) as ex:
-                if small:
-                    counts = _ingest_small(ex, user_id, staged, import_id, fire, exclusive, and_then)
-                else:
-                    _lock(ex, user_id, exclusive_catalog=exclusive)
-                    counts = _ingest_batch(ex, user_id, staged, import_id, fire, exclusive=exclusive)
-                    _apply_deltas(ex, user_id)
-                    if and_then is not None:
-                        ex(*and_then)
+                batch = _ingest_small if small else _ingest_batch
+                counts = batch(ex, user_id, staged, import_id, fire, exclusive, and_then)
             return counts
         except _CatalogChanges:
             exclusive = True  # once: holding the lock exclusively, it is not raised
-        except _RETRIED:
+        except _RETRIED as exc:
+            if isinstance(exc, pg_errors.InvalidSqlStatementName):
+                _ready.discard(conn)  # deallocated behind our back: prepared anew on the retry
             failures += 1
             if failures == attempts:
                 raise
@@ -707,29 +703,40 @@ def _check_user(user_id: int, row: tuple[Any, ...] | None) -> None:
         raise LookupError(f"no user {user_id}")
 
 
+def _from_arrays(target: str, types: str) -> str:
+    args = ", ".join(f"%s::{t}" for t in types.split(", "))
+    return f"INSERT INTO {target} SELECT * FROM unnest({args})"
+
+
 # A small batch's staging rows, a statement each, from one array per column.
 _SMALL_STAGING = (
     (
         "artists",
-        "tmp_artists (rk, spotify_id, name, name_key, image_url)",
-        "int[], text[], text[], text[], text[]",
+        _from_arrays(
+            "tmp_artists (rk, spotify_id, name, name_key, image_url)", "int[], text[], text[], text[], text[]"
+        ),
     ),
     (
         "albums",
-        "tmp_albums (ak, spotify_id, name, name_key, artist_key, image_url, release_date)",
-        "int[], text[], text[], text[], text[], text[], text[]",
+        _from_arrays(
+            "tmp_albums (ak, spotify_id, name, name_key, artist_key, image_url, release_date)",
+            "int[], text[], text[], text[], text[], text[], text[]",
+        ),
     ),
-    ("album_artists", "tmp_album_artists (ak, rk, position)", "int[], int[], smallint[]"),
+    ("album_artists", _from_arrays("tmp_album_artists (ak, rk, position)", "int[], int[], smallint[]")),
     (
         "tracks",
-        "tmp_tracks (tk, spotify_id, name, name_key, artist_key, duration_ms, explicit, ak, full_data)",
-        "int[], text[], text[], text[], text[], int[], boolean[], int[], boolean[]",
+        _from_arrays(
+            "tmp_tracks (tk, spotify_id, name, name_key, artist_key, duration_ms, explicit, ak, full_data)",
+            "int[], text[], text[], text[], text[], int[], boolean[], int[], boolean[]",
+        ),
     ),
-    ("track_artists", "tmp_track_artists (tk, rk, position)", "int[], int[], smallint[]"),
+    ("track_artists", _from_arrays("tmp_track_artists (tk, rk, position)", "int[], int[], smallint[]")),
     (
         "plays",
-        "tmp_plays (seq, tk, played_at, ms_played, origin)",
-        "int[], int[], timestamptz[], int[], text[]",
+        _from_arrays(
+            "tmp_plays (seq, tk, played_at, ms_played, origin)", "int[], int[], timestamptz[], int[], text[]"
+        ),
     ),
 )
 
@@ -746,7 +753,7 @@ def _lock_and_stage(ex: _Exec, user_id: int, st: _Staged, *, exclusive: bool) ->
         "plays": [p[:5] for p in st.plays],
     }
     conn = ex.cur.connection
-    statements = [(name, target, types) for name, target, types in _SMALL_STAGING if rows[name]]
+    statements = [(name, insert) for name, insert in _SMALL_STAGING if rows[name]]
     if ex.counter is not None:
         ex.counter.count += 1 + len(statements)
         ex.counter.round_trips += 1
@@ -754,12 +761,8 @@ def _lock_and_stage(ex: _Exec, user_id: int, st: _Staged, *, exclusive: bool) ->
     with conn.cursor() as lock:
         with conn.pipeline():
             lock.execute(sql, params)
-            for name, target, types in statements:
-                args = ", ".join(f"%s::{t}" for t in types.split(", "))
-                ex.cur.execute(
-                    f"INSERT INTO {target} SELECT * FROM unnest({args})",
-                    [list(column) for column in zip(*rows[name], strict=True)],
-                )
+            for name, insert in statements:
+                ex.cur.execute(insert, [list(column) for column in zip(*rows[name], strict=True)])
         _check_user(user_id, lock.fetchone())
 
 
@@ -810,7 +813,7 @@ def _prepare_statements() -> dict[str, str]:
 def _ensure_prepared(conn: psycopg.Connection[Any]) -> None:
     """Prepare, on ``conn`` (in autocommit), the statements of small batches it lacks; the staging
     tables they use are created first. Once per connection, or again after a statement was found
-    gone (:func:`_execute`). A prepared statement is not part of a transaction: it outlives a
+    gone (see ingest()). A prepared statement is not part of a transaction: it outlives a
     rollback, and one that failed to be prepared is looked for again next time."""
     if conn in _ready:
         return
@@ -824,30 +827,14 @@ def _ensure_prepared(conn: psycopg.Connection[Any]) -> None:
     _ready.add(conn)
 
 
-def _execute(ex: _Exec, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
-    """Run a script of EXECUTE statements of small batches (their arguments bound here: EXECUTE
-    takes none from the protocol), returning the cursor at the last one's result. A prepared
-    statement deallocated behind the connection's back (a pooler resetting its session) fails the
-    batch, which ingest() tries again once the statements are prepared anew."""
-    try:
-        return ex.script(sql, params)
-    except pg_errors.InvalidSqlStatementName:
-        _ready.discard(ex.cur.connection)
-        raise
-
-
 def _execute_all(ex: _Exec, statements: list[str]) -> list[tuple[int, tuple[Any, ...] | None]]:
-    """Run ``statements`` (their arguments bound) in one round trip, EXECUTE statements of small
-    batches among them (see :func:`_execute`); each one's row count and first row."""
+    """Run ``statements`` (their arguments bound) in one round trip; each one's row count and
+    first row."""
     if ex.counter is not None:
         ex.counter.count += len(statements)
         ex.counter.round_trips += 1
     cur = ex.cur
-    try:
-        cur.execute(";\n".join(statements))
-    except pg_errors.InvalidSqlStatementName:
-        _ready.discard(cur.connection)
-        raise
+    cur.execute(";\n".join(statements))
     out: list[tuple[int, tuple[Any, ...] | None]] = []
     while True:
         out.append((cur.rowcount, cur.fetchone() if cur.description else None))
@@ -855,23 +842,30 @@ def _execute_all(ex: _Exec, statements: list[str]) -> list[tuple[int, tuple[Any,
             return out
 
 
+# The two ways of one batch of ingest() in its transaction, locks, statistics and the caller's
+# ``and_then`` included; ingest() takes one or the other.
 def _ingest_batch(
     ex: _Exec,
     user_id: int,
     st: _Staged,
     import_id: uuid.UUID | None,
     on_staged: Callable[[], None],
-    *,
     exclusive: bool,
+    and_then: tuple[str, dict[str, Any]] | None,
 ) -> IngestResult:
+    """A batch planned for its rows (staging tables analysed)."""
+    _lock(ex, user_id, exclusive_catalog=exclusive)
     span = _staged_span(user_id, st)
     _copy_staged(ex, st)
     row = ex.script(_STAGED_SQL, span).fetchone()
     neighbours = bool(row and row[0])
     on_staged()
     _upsert_catalog(ex, st, exclusive=exclusive)
-    counts = _write_events(ex, import_id, span, neighbours=neighbours)
-    return replace(counts, gaps=_record_gaps(ex))
+    counts = replace(_write_events(ex, import_id, span, neighbours=neighbours), gaps=_record_gaps(ex))
+    _apply_deltas(ex, user_id)
+    if and_then is not None:
+        ex(*and_then)
+    return counts
 
 
 def _ingest_small(
@@ -883,15 +877,14 @@ def _ingest_small(
     exclusive: bool,
     and_then: tuple[str, dict[str, Any]] | None,
 ) -> IngestResult:
-    """A small batch (see SMALL_BATCH), its locks, statistics and ``and_then`` included: what
-    _lock, _ingest_batch and _apply_deltas do, by the prepared statements, in three round trips
-    when nothing stored is to be matched."""
+    """A small batch (see SMALL_BATCH): what _ingest_batch does, by the prepared statements, in
+    three round trips when nothing stored is to be matched."""
     span = _staged_span(user_id, st)
     _lock_and_stage(ex, user_id, st, exclusive=exclusive)
     on_staged()
     # The catalog, then whether it moved statistics and whether stored plays lie near.
     checks = f"{_catalog_executes(_held(st))};\n{_CHECKS_SQL}"
-    row = _execute(ex, checks, span).fetchone()
+    row = ex.script(checks, span).fetchone()
     assert row is not None
     moves, neighbours = bool(row[0]), bool(row[1])
     if moves:
@@ -1279,18 +1272,21 @@ def _held(st: _Staged) -> frozenset[str]:
     return frozenset(name for name, held in holds if held)
 
 
+def _catalog_needed(held: frozenset[str]) -> list[int]:
+    """The statements of _CATALOG (their places) a batch that holds ``held`` has work for."""
+    return [i for i, (need, _) in enumerate(_CATALOG) if need is None or need in held]
+
+
 @functools.cache
 def _catalog_text(held: frozenset[str]) -> str:
-    """The statements of _CATALOG for a batch that holds ``held``, as one script."""
-    return ";\n".join(sql for need, sql in _CATALOG if need is None or need in held)
+    """Those statements as one script."""
+    return ";\n".join(_CATALOG[i][1] for i in _catalog_needed(held))
 
 
 @functools.cache
 def _catalog_executes(held: frozenset[str]) -> str:
-    """The same as :func:`_catalog_text`, by the statements prepared for small batches."""
-    return ";\n".join(
-        f"EXECUTE {_CATALOG_NAME}{i}" for i, (need, _) in enumerate(_CATALOG) if need is None or need in held
-    )
+    """The same, by the statements prepared for small batches."""
+    return ";\n".join(f"EXECUTE {_CATALOG_NAME}{i}" for i in _catalog_needed(held))
 
 
 def _upsert_catalog(ex: _Exec, st: _Staged, *, exclusive: bool = True) -> None:
