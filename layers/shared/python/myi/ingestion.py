@@ -703,67 +703,57 @@ def _check_user(user_id: int, row: tuple[Any, ...] | None) -> None:
         raise LookupError(f"no user {user_id}")
 
 
-def _from_arrays(target: str, types: str) -> str:
-    args = ", ".join(f"%s::{t}" for t in types.split(", "))
-    return f"INSERT INTO {target} SELECT * FROM unnest({args})"
-
-
-# A small batch's staging rows, a statement each, from one array per column.
+# A small batch's staging tables and the types of their columns (see _lock_and_stage).
 _SMALL_STAGING = (
+    ("tmp_artists (rk, spotify_id, name, name_key, image_url)", "int, text, text, text, text"),
     (
-        "artists",
-        _from_arrays(
-            "tmp_artists (rk, spotify_id, name, name_key, image_url)", "int[], text[], text[], text[], text[]"
-        ),
+        "tmp_albums (ak, spotify_id, name, name_key, artist_key, image_url, release_date)",
+        "int, text, text, text, text, text, text",
     ),
+    ("tmp_album_artists (ak, rk, position)", "int, int, smallint"),
     (
-        "albums",
-        _from_arrays(
-            "tmp_albums (ak, spotify_id, name, name_key, artist_key, image_url, release_date)",
-            "int[], text[], text[], text[], text[], text[], text[]",
-        ),
+        "tmp_tracks (tk, spotify_id, name, name_key, artist_key, duration_ms, explicit, ak, full_data)",
+        "int, text, text, text, text, int, boolean, int, boolean",
     ),
-    ("album_artists", _from_arrays("tmp_album_artists (ak, rk, position)", "int[], int[], smallint[]")),
-    (
-        "tracks",
-        _from_arrays(
-            "tmp_tracks (tk, spotify_id, name, name_key, artist_key, duration_ms, explicit, ak, full_data)",
-            "int[], text[], text[], text[], text[], int[], boolean[], int[], boolean[]",
-        ),
-    ),
-    ("track_artists", _from_arrays("tmp_track_artists (tk, rk, position)", "int[], int[], smallint[]")),
-    (
-        "plays",
-        _from_arrays(
-            "tmp_plays (seq, tk, played_at, ms_played, origin)", "int[], int[], timestamptz[], int[], text[]"
-        ),
-    ),
+    ("tmp_track_artists (tk, rk, position)", "int, int, smallint"),
+    ("tmp_plays (seq, tk, played_at, ms_played, origin)", "int, int, timestamptz, int, text"),
 )
 
 
+@functools.cache
+def _lock_and_stage_sql(exclusive_catalog: bool) -> str:
+    """The statement of _lock_and_stage: one data-modifying CTE per staging table, each from one
+    array per column (binary parameters, in the order of _SMALL_STAGING), and the lock statement."""
+    inserts = []
+    for i, (target, columns) in enumerate(_SMALL_STAGING):
+        args = ", ".join(f"%b::{t}[]" for t in columns.split(", "))
+        inserts.append(f"s{i} AS (INSERT INTO {target} SELECT * FROM unnest({args}))")
+    lock, _ = _lock_statement(0, exclusive_catalog, small=True)
+    return f"WITH {', '.join(inserts)}\n{lock}"
+
+
+def _stage_columns(st: _Staged) -> list[list[Any]]:
+    """The arguments of the staging statement: every staging table's rows, a list per column."""
+    tables: tuple[list[Sequence[Any]], ...] = (
+        list(st.artists.values()),
+        list(st.albums.values()),
+        [(ak, rk, pos) for (ak, rk), pos in st.album_artists.items()],
+        list(st.tracks.values()),
+        [(tk, rk, pos) for (tk, rk), pos in st.track_artists.items()],
+        [p[:5] for p in st.plays],
+    )
+    out: list[list[Any]] = []
+    for rows, (_, columns) in zip(tables, _SMALL_STAGING, strict=True):
+        width = len(columns.split(", "))
+        out += [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+    return out
+
+
 def _lock_and_stage(ex: _Exec, user_id: int, st: _Staged, *, exclusive: bool) -> None:
-    """A small batch's locks and its staging rows in one round trip (a pipeline: the locks are
-    taken before the rows go in)."""
-    rows: dict[str, list[Sequence[Any]]] = {
-        "artists": list(st.artists.values()),
-        "albums": list(st.albums.values()),
-        "album_artists": [(ak, rk, pos) for (ak, rk), pos in st.album_artists.items()],
-        "tracks": list(st.tracks.values()),
-        "track_artists": [(tk, rk, pos) for (tk, rk), pos in st.track_artists.items()],
-        "plays": [p[:5] for p in st.plays],
-    }
-    conn = ex.cur.connection
-    statements = [(name, insert) for name, insert in _SMALL_STAGING if rows[name]]
-    if ex.counter is not None:
-        ex.counter.count += 1 + len(statements)
-        ex.counter.round_trips += 1
-    sql, params = _lock_statement(user_id, exclusive, small=True)
-    with conn.cursor() as lock:
-        with conn.pipeline():
-            lock.execute(sql, params)
-            for name, insert in statements:
-                ex.cur.execute(insert, [list(column) for column in zip(*rows[name], strict=True)])
-        _check_user(user_id, lock.fetchone())
+    """A small batch's locks and its staging rows in one statement (the staging tables are the
+    session's own: that the rows go in with the locks and not after them changes nothing)."""
+    _, params = _lock_statement(user_id, exclusive, small=True)
+    _check_user(user_id, ex(_lock_and_stage_sql(exclusive), [*_stage_columns(st), *params]).fetchone())
 
 
 @contextmanager
