@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from botocore.exceptions import ClientError
 
 from myi import aws, stats
 from myi.auth.tokens import TokenManager, store_grant
@@ -342,6 +343,65 @@ def test_fanout_sends_every_page_with_a_connection_per_sender(deps: SyncDeps) ->
     assert sorted(m["user_id"] for m in queued(deps)) == users
     # The senders share the client: its pool keeps a connection for each of them.
     assert deps.sqs.meta.config.max_pool_connections >= SENDERS
+
+
+class Refusing:
+    """The emulator's SQS, with SendMessageBatch refusing the entries of ``refused`` (as SQS
+    reports entries it did not take) and failing outright for a batch holding one of ``broken``."""
+
+    def __init__(self, sqs: Any, refused: set[int], broken: frozenset[int] = frozenset()) -> None:
+        self.sqs, self.refused, self.broken = sqs, refused, broken
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        ids = {int(e["Id"]) for e in Entries}
+        if ids & self.broken:
+            error = {"Error": {"Code": "InternalError", "Message": "unavailable"}}
+            raise ClientError(error, "SendMessageBatch")  # type: ignore[arg-type]
+        kept = [e for e in Entries if int(e["Id"]) not in self.refused]
+        out: dict[str, Any] = self.sqs.send_message_batch(QueueUrl=QueueUrl, Entries=kept) if kept else {}
+        failed = [
+            {"Id": e["Id"], "SenderFault": False, "Code": "InternalError"}
+            for e in Entries
+            if int(e["Id"]) in self.refused
+        ]
+        return {**out, "Failed": [*out.get("Failed", []), *failed]}
+
+
+def due_users(deps: SyncDeps, n: int, prefix: str) -> list[int]:
+    users = [make_user(deps.conn, f"{prefix}-{i}") for i in range(n)]
+    deps.conn.execute("UPDATE users SET last_login_at = now() WHERE id = ANY (%s)", (users,))
+    deps.conn.execute(
+        """
+        INSERT INTO spotify_auth (user_id, refresh_token_enc, refresh_key_version)
+        SELECT unnest(%s::bigint[]), '\\x00', 1
+        """,
+        (users,),
+    )
+    return users
+
+
+def test_fanout_releases_users_whose_messages_were_refused(deps: SyncDeps) -> None:
+    users = due_users(deps, 12, "refused")
+    refused = {users[3], users[11]}
+    sqs = Refusing(deps.sqs, refused)
+    assert fanout(deps.settings, deps.conn, sqs, rng=Lowest()) == 10
+    assert sorted(m["user_id"] for m in queued(deps)) == sorted(set(users) - refused)
+    # Not left claimed until the cooldown passes: the next fan-out sends them, and only them.
+    assert fanout(deps.settings, deps.conn, deps.sqs, rng=Lowest()) == 2
+    assert sorted(m["user_id"] for m in queued(deps)) == sorted(refused)
+
+
+def test_a_failed_send_stops_the_fanout_and_releases_its_page(deps: SyncDeps) -> None:
+    users = due_users(deps, 25, "broken")
+    settings = deps.settings.replace(sync_fanout_page_size=20)  # pages of 20 and 5
+    sqs = Refusing(deps.sqs, set(), broken=frozenset({users[12]}))  # the second batch of the first page
+    with pytest.raises(ClientError):
+        fanout(settings, deps.conn, sqs, rng=Lowest())
+    sent = sorted(m["user_id"] for m in queued(deps))
+    assert sent == users[:10]
+    # The page's other users, and the page never reached, are due at the next fan-out.
+    assert fanout(settings, deps.conn, deps.sqs, rng=Lowest()) == 15
+    assert sorted(m["user_id"] for m in queued(deps)) == users[10:]
 
 
 def test_the_shared_budget_holds_under_concurrent_workers(

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
 
 from myi import enrichment
 from myi.auth.tokens import GrantUnavailable, TokenManager
@@ -206,6 +207,11 @@ def handle_message(deps: SyncDeps, body: str) -> SyncOutcome | None:
     return sync_user(deps, user_id, after_ms=after_ms)
 
 
+def _claimed_until(settings: Settings, now: datetime) -> datetime:
+    """Until when a fan-out started at ``now`` claims the users it selects."""
+    return now + timedelta(seconds=max(settings.sync_cooldown_s, 60))
+
+
 def due_pages(settings: Settings, conn: psycopg.Connection[Any], now: datetime) -> Iterator[list[int]]:
     """The ids of every user who is due, a page (``SYNC_FANOUT_PAGE_SIZE``) at a time. Each page is
     claimed in the statement that selects it (their ``next_sync_at`` moves on), so overlapping
@@ -230,7 +236,7 @@ def due_pages(settings: Settings, conn: psycopg.Connection[Any], now: datetime) 
                 "cool": now - timedelta(seconds=settings.sync_cooldown_s),
                 "now": now,
                 "page": settings.sync_fanout_page_size,
-                "claimed": now + timedelta(seconds=max(settings.sync_cooldown_s, 60)),
+                "claimed": _claimed_until(settings, now),
             },
         ).fetchall()
         if not rows:
@@ -249,12 +255,15 @@ def fanout(
     rng: random.Random | None = None,
 ) -> int:
     """Enqueue every user who is due (:func:`due_pages`), ten per ``SendMessageBatch`` and
-    ``SENDERS`` calls at a time; returns how many."""
+    ``SENDERS`` calls at a time; returns how many. A user whose message was not sent (an entry
+    the queue refused, or a call that failed) is released at once, due for the next fan-out
+    instead of waiting out the claim; a failed call stops the fan-out once its page is released."""
     now = now or datetime.now(UTC)
     rng = rng or random.Random()  # noqa: S311 - spreading load, not secrets
     queue = _queue(settings)
 
-    def send(batch: list[int]) -> int:
+    def send(batch: list[int]) -> list[int]:
+        """Sends ``batch``; returns the users whose entries the queue refused."""
         entries = [
             {
                 "Id": str(uid),
@@ -264,17 +273,38 @@ def fanout(
             for uid in batch
         ]
         out = sqs.send_message_batch(QueueUrl=queue, Entries=entries)
-        failed = out.get("Failed") or []
-        if failed:
-            logger.warning("some sync messages were not sent", extra={"failed": len(failed)})
-        return len(batch) - len(failed)
+        refused = {str(f.get("Id")) for f in out.get("Failed") or []}
+        return [uid for uid in batch if str(uid) in refused]
 
     sent = 0
     with ThreadPoolExecutor(max_workers=SENDERS) as pool:
         for ids in due_pages(settings, conn, now):
-            sent += sum(pool.map(send, [ids[i : i + 10] for i in range(0, len(ids), 10)]))
+            batches = [ids[i : i + 10] for i in range(0, len(ids), 10)]
+            unsent: list[int] = []
+            error: Exception | None = None
+            for batch, future in [(b, pool.submit(send, b)) for b in batches]:
+                try:
+                    unsent += future.result()
+                except (BotoCoreError, ClientError) as exc:
+                    unsent += batch
+                    error = error or exc
+            if unsent:
+                _release(settings, conn, now, unsent)
+                logger.warning("some sync messages were not sent; released", extra={"users": len(unsent)})
+            sent += len(ids) - len(unsent)
+            if error is not None:
+                raise error
     logger.info("sync fan-out done", extra={"enqueued": sent})
     return sent
+
+
+def _release(settings: Settings, conn: psycopg.Connection[Any], now: datetime, user_ids: list[int]) -> None:
+    """Undo the fan-out's claim (started at ``now``) on ``user_ids``: due again. A user whose
+    cadence moved since (a sync of theirs ran) keeps it."""
+    conn.execute(
+        "UPDATE users SET next_sync_at = %s WHERE id = ANY (%s) AND next_sync_at = %s",
+        (now, user_ids, _claimed_until(settings, now)),
+    )
 
 
 def active_until(settings: Settings, conn: psycopg.Connection[Any]) -> datetime | None:
