@@ -4,7 +4,11 @@ attribute over all stored messages for each message sent, so its cost per messag
 queue's depth and a run of 100,000 users takes hours there: this figure measures the emulator far
 more than MYI, whose side is one statement per page of ``SYNC_FANOUT_PAGE_SIZE`` users and one
 ``SendMessageBatch`` per ten. That side alone is ``fanout_claim_users_per_s``: 100,000 eligible
-users selected and claimed, page by page, as the fan-out does before it sends.
+users selected and claimed, page by page, as the fan-out does before it sends; and
+``fanout_instant_users_per_s`` is the whole fan-out of those 100,000 users into an SQS endpoint
+that accepts every message at once (``_instant_sqs``), with ``fanout_cpu_ms_per_send``, the CPU
+time this process spends per ``SendMessageBatch`` (botocore's, mostly): what bounds the fan-out
+when the queue does not.
 ``sync_worker_ms_per_user``: the median time of one user's sync (50 new plays,
 against the local fake Spotify), beside ``sync_worker_spotify_ms_per_user``, the part of it spent
 in the Spotify call (the shared budget's DynamoDB calls included): the rest is MYI.
@@ -29,7 +33,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -83,17 +87,51 @@ def _fanout(settings: Settings, conn: psycopg.Connection[Any], endpoint: str) ->
     if claimed != CLAIM_USERS:
         raise RuntimeError(f"the fan-out claimed {claimed} of {CLAIM_USERS} users")
     yield Figure("fanout_claim_users_per_s", claimed / elapsed(), "users/s")
+    yield from _fanout_instant(settings, conn)
     _eligible(conn, FANOUT_USERS)
     yield from _fanout_into(settings, conn, endpoint)
 
 
+def _sqs_client(settings: Settings, endpoint: str) -> Any:
+    """An SQS client for ``endpoint`` with a connection for each of the fan-out's senders."""
+    return boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name=settings.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - the emulator's fixed credentials
+        config=Config(
+            read_timeout=60, retries={"max_attempts": 10, "mode": "standard"}, max_pool_connections=SENDERS
+        ),
+    )
+
+
+def _fanout_instant(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[Figure]:
+    """The fan-out of ``CLAIM_USERS`` users into an endpoint that accepts every message at once:
+    its rate, and the CPU time this process spends per ``SendMessageBatch``."""
+    _eligible(conn, CLAIM_USERS)
+    with _server("myi.devtools.bench._instant_sqs") as endpoint:
+        sqs = _sqs_client(settings, endpoint)
+        s = settings.replace(sync_queue_url=f"{endpoint}/000000000000/instant", sync_cooldown_s=0)
+        cpu = time.process_time()
+        with stopwatch() as elapsed:
+            sent = fanout(s, conn, sqs)
+        cpu = time.process_time() - cpu
+    conn.execute("DELETE FROM users WHERE spotify_id LIKE 'fanout-%%'")
+    if sent != CLAIM_USERS:
+        raise RuntimeError(f"the fan-out enqueued {sent} of {CLAIM_USERS} users")
+    yield Figure("fanout_instant_users_per_s", sent / elapsed(), "users/s")
+    yield Figure("fanout_cpu_ms_per_send", cpu * 1000 / ((sent + 9) // 10), "ms")
+
+
 @contextmanager
-def _separate_emulator() -> Iterator[str]:
-    """An emulator in a process of its own: the fan-out's sending threads and the drainers,
-    and the sync worker, would otherwise share one interpreter with it."""
+def _server(module: str, *args: str) -> Iterator[str]:
+    """The URL of ``python -m module ... PORT`` serving in a process of its own: the fan-out's
+    sending threads and the drainers, and the sync worker, would otherwise share one interpreter
+    with it."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", module, *args, str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -105,7 +143,7 @@ def _separate_emulator() -> Iterator[str]:
                     break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the emulator for the fan-out did not start") from None
+                    raise RuntimeError(f"{module} did not start") from None
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -113,17 +151,13 @@ def _separate_emulator() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+def _separate_emulator() -> AbstractContextManager[str]:
+    """The emulator, in a process of its own."""
+    return _server("moto.server", "-H", "127.0.0.1", "-p")
+
+
 def _fanout_into(settings: Settings, conn: psycopg.Connection[Any], endpoint: str) -> Iterator[Figure]:
-    sqs: Any = boto3.client(
-        "sqs",
-        endpoint_url=endpoint,
-        region_name=settings.region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 - the emulator's fixed credentials
-        config=Config(
-            read_timeout=60, retries={"max_attempts": 10, "mode": "standard"}, max_pool_connections=SENDERS
-        ),
-    )
+    sqs = _sqs_client(settings, endpoint)
     with _drained_queue(sqs) as queue, stopwatch() as elapsed:
         sent = fanout(
             settings.replace(sync_queue_url=queue, sync_cooldown_s=0, sync_max_delay_s=0), conn, sqs

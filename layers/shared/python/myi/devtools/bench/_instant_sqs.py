@@ -1,0 +1,48 @@
+"""An SQS endpoint that accepts every ``SendMessageBatch`` at once and keeps nothing (used by the
+sync benchmark, in a process of its own, to measure what the fan-out reaches when the queue is not
+the bound: ``python -m myi.devtools.bench._instant_sqs PORT``). It speaks the JSON protocol
+botocore uses for SQS; any other operation is answered with an error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: object) -> None:  # the requests are not logged
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        out: dict[str, Any]
+        status, out = 400, {"__type": "com.amazonaws.sqs#UnsupportedOperation", "message": "not here"}
+        if self.headers.get("X-Amz-Target") == "AmazonSQS.SendMessageBatch":
+            accepted = [_accepted(entry) for entry in body.get("Entries", [])]
+            status, out = 200, {"Successful": accepted, "Failed": []}
+        data = json.dumps(out).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-amz-json-1.0")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _accepted(entry: dict[str, Any]) -> dict[str, str]:
+    md5 = hashlib.md5(entry["MessageBody"].encode()).hexdigest()  # noqa: S324 - SQS's checksum, not security
+    return {"Id": entry["Id"], "MessageId": str(uuid.uuid4()), "MD5OfMessageBody": md5}
+
+
+def main(port: int) -> None:
+    ThreadingHTTPServer(("127.0.0.1", port), _Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
