@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -88,8 +88,25 @@ def _fanout(settings: Settings, conn: psycopg.Connection[Any], endpoint: str) ->
         raise RuntimeError(f"the fan-out claimed {claimed} of {CLAIM_USERS} users")
     yield Figure("fanout_claim_users_per_s", claimed / elapsed(), "users/s")
     yield from _fanout_instant(settings, conn)
-    _eligible(conn, FANOUT_USERS)
     yield from _fanout_into(settings, conn, endpoint)
+
+
+def _fanout_of(
+    settings: Settings, conn: psycopg.Connection[Any], sqs: Any, queue: str, users: int
+) -> tuple[float, float]:
+    """Fan ``users`` eligible users out into ``queue``, checking that every one was sent; returns
+    the fan-out's wall and CPU seconds, and leaves no bench user behind."""
+    _eligible(conn, users)
+    cpu = time.process_time()
+    with stopwatch() as elapsed:
+        sent = fanout(
+            settings.replace(sync_queue_url=queue, sync_cooldown_s=0, sync_max_delay_s=0), conn, sqs
+        )
+    cpu = time.process_time() - cpu
+    conn.execute("DELETE FROM users WHERE spotify_id LIKE 'fanout-%%'")
+    if sent != users:
+        raise RuntimeError(f"the fan-out enqueued {sent} of {users} users")
+    return elapsed(), cpu
 
 
 def _sqs_client(settings: Settings, endpoint: str) -> Any:
@@ -99,7 +116,7 @@ def _sqs_client(settings: Settings, endpoint: str) -> Any:
         endpoint_url=endpoint,
         region_name=settings.region,
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 - the emulator's fixed credentials
+        aws_secret_access_key="testing",  # noqa: S106 - dummy credentials of the local endpoints
         config=Config(
             read_timeout=60, retries={"max_attempts": 10, "mode": "standard"}, max_pool_connections=SENDERS
         ),
@@ -109,19 +126,12 @@ def _sqs_client(settings: Settings, endpoint: str) -> Any:
 def _fanout_instant(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[Figure]:
     """The fan-out of ``CLAIM_USERS`` users into an endpoint that accepts every message at once:
     its rate, and the CPU time this process spends per ``SendMessageBatch``."""
-    _eligible(conn, CLAIM_USERS)
     with _server("myi.devtools.bench._instant_sqs") as endpoint:
-        sqs = _sqs_client(settings, endpoint)
-        s = settings.replace(sync_queue_url=f"{endpoint}/000000000000/instant", sync_cooldown_s=0)
-        cpu = time.process_time()
-        with stopwatch() as elapsed:
-            sent = fanout(s, conn, sqs)
-        cpu = time.process_time() - cpu
-    conn.execute("DELETE FROM users WHERE spotify_id LIKE 'fanout-%%'")
-    if sent != CLAIM_USERS:
-        raise RuntimeError(f"the fan-out enqueued {sent} of {CLAIM_USERS} users")
-    yield Figure("fanout_instant_users_per_s", sent / elapsed(), "users/s")
-    yield Figure("fanout_cpu_ms_per_send", cpu * 1000 / ((sent + 9) // 10), "ms")
+        seconds, cpu = _fanout_of(
+            settings, conn, _sqs_client(settings, endpoint), f"{endpoint}/q", CLAIM_USERS
+        )
+    yield Figure("fanout_instant_users_per_s", CLAIM_USERS / seconds, "users/s")
+    yield Figure("fanout_cpu_ms_per_send", cpu * 1000 / ((CLAIM_USERS + 9) // 10), "ms")
 
 
 @contextmanager
@@ -151,21 +161,11 @@ def _server(module: str, *args: str) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def _separate_emulator() -> AbstractContextManager[str]:
-    """The emulator, in a process of its own."""
-    return _server("moto.server", "-H", "127.0.0.1", "-p")
-
-
 def _fanout_into(settings: Settings, conn: psycopg.Connection[Any], endpoint: str) -> Iterator[Figure]:
     sqs = _sqs_client(settings, endpoint)
-    with _drained_queue(sqs) as queue, stopwatch() as elapsed:
-        sent = fanout(
-            settings.replace(sync_queue_url=queue, sync_cooldown_s=0, sync_max_delay_s=0), conn, sqs
-        )
-    conn.execute("DELETE FROM users WHERE spotify_id LIKE 'fanout-%%'")
-    if sent != FANOUT_USERS:
-        raise RuntimeError(f"the fan-out enqueued {sent} of {FANOUT_USERS} users")
-    yield Figure("fanout_users_per_s", sent / elapsed(), "users/s")
+    with _drained_queue(sqs) as queue:
+        seconds, _ = _fanout_of(settings, conn, sqs, queue, FANOUT_USERS)
+    yield Figure("fanout_users_per_s", FANOUT_USERS / seconds, "users/s")
 
     # The baseline: the same number of messages sent straight to the emulator, in batches of ten
     # from as many threads as the fan-out uses, without reading a single user.
@@ -177,7 +177,7 @@ def _fanout_into(settings: Settings, conn: psycopg.Connection[Any], endpoint: st
 
     with _drained_queue(sqs) as queue, stopwatch() as baseline, ThreadPoolExecutor(SENDERS) as pool:
         list(pool.map(send, range((FANOUT_USERS + 9) // 10)))
-    yield Figure("fanout_vs_emulator_ratio", elapsed() / baseline(), "x")
+    yield Figure("fanout_vs_emulator_ratio", seconds / baseline(), "x")
 
 
 @contextmanager
@@ -308,7 +308,7 @@ def _sync(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[Figure]
 def run(ctx: BenchContext) -> Iterator[Figure]:
     from myi.local.resources import create_resources
 
-    with _separate_emulator() as endpoint:
+    with _server("moto.server", "-H", "127.0.0.1", "-p") as endpoint:
         base = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "DATABASE_URL": ctx.database_url}
         settings = Settings.from_env({**base, **create_resources(Settings.from_env(base))})
         with psycopg.connect(ctx.database_url, autocommit=True, prepare_threshold=None) as conn:
