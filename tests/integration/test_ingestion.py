@@ -81,6 +81,27 @@ def test_a_small_batchs_planner_settings_end_with_it(db_conn: psycopg.Connection
     assert after.fetchone() == ("on", "on")
 
 
+def test_names_of_any_script_and_punctuation_are_stored_as_given(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    from dataclasses import replace
+
+    from myi.ingestion import SMALL_BATCH
+
+    names = ['It\'s \\ "quoted"', "Björk \u2013 Jóga", "東京事変", "🎵\u2028line\ttab", '{"json": [1]}']
+    small = [
+        replace(p, track=replace(p.track, name=name))
+        for p, name in zip([api_play(n, at(60 * n)) for n in range(len(names))], names, strict=True)
+    ]
+    assert ingest(db_conn, user, small).added == len(names)
+    large = [extended_play(100 + n, at(10_000 + 60 * n)) for n in range(SMALL_BATCH + 1)]
+    large[0] = replace(large[0], track=replace(large[0].track, name=names[0] + " (large)"))
+    assert ingest(db_conn, user, large).added == SMALL_BATCH + 1
+    stored = {r[1] for r in events(db_conn, user)}
+    assert set(names) | {names[0] + " (large)"} <= stored
+    assert_exact(db_conn, user)
+
+
 def test_import_after_sync_merges_estimated_plays(db_conn: psycopg.Connection[Any], user: int) -> None:
     ingest(db_conn, user, [api_play(1, at(0))])
     result = ingest(db_conn, user, [extended_play(1, at(-4), ms=123_456)])

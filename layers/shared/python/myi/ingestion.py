@@ -3,7 +3,7 @@
 One entry point, :func:`ingest`, serves the sync worker (50 API plays) and the history import
 (batches of thousands of export records). A batch costs a fixed number of SQL statements whatever
 its size: the batch is staged into temporary tables with COPY (a small batch, see SMALL_BATCH, as
-arrays sent with its locks), then the catalog, the events and the statistics are written with
+one JSON document sent with its locks), then the catalog, the events and the statistics are written with
 ``INSERT .. SELECT .. ON CONFLICT`` and ``UPDATE .. FROM`` statements.
 
 Per batch, in one transaction:
@@ -40,6 +40,7 @@ transaction must call ``myi.partitions.ensure_range`` for the span first, outsid
 from __future__ import annotations
 
 import functools
+import json
 import queue
 import threading
 import uuid
@@ -87,6 +88,8 @@ _CATALOG_NAME = "myi_catalog_"
 _INSERT = "myi_insert_unmatched"
 _GAPS = "myi_record_gaps"
 _FOLD = "myi_fold_deltas"
+_STAGE_SHARED = "myi_stage_shared"
+_STAGE_EXCLUSIVE = "myi_stage_exclusive"
 # What a batch of ingest() is tried again after (the transaction rolled back): a deadlock or
 # serialisation failure, and a prepared statement gone (a pooler resetting the session).
 _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.InvalidSqlStatementName)
@@ -687,15 +690,18 @@ def _stage_checked(plays: Sequence[Play]) -> _Staged:
 
 def _lock(ex: _Exec, user_id: int, *, exclusive_catalog: bool) -> None:
     """The batch's locks."""
-    _check_user(user_id, ex(*_lock_statement(user_id, exclusive_catalog, small=False)).fetchone())
+    _check_user(user_id, ex(_lock_statement(exclusive_catalog, small=False), {"user": user_id}).fetchone())
 
 
-def _lock_statement(user_id: int, exclusive_catalog: bool, *, small: bool) -> tuple[str, tuple[int, ...]]:
+def _lock_statement(exclusive_catalog: bool, *, small: bool) -> str:
     """The statement that takes a batch's locks (and a small batch's planner settings: see
-    _SMALL_PLANS), and looks for its user."""
+    _SMALL_PLANS), and looks for its user (``%(user)s``)."""
     lock = "pg_advisory_xact_lock" if exclusive_catalog else "pg_advisory_xact_lock_shared"
-    sql = f"SELECT {lock}(%s), pg_advisory_xact_lock(%s, %s), (SELECT timezone FROM users WHERE id = %s)"
-    return sql + (_SMALL_PLANS if small else ""), (CATALOG_LOCK, USER_LOCK_CLASS, user_id, user_id)
+    sql = (
+        f"SELECT {lock}({CATALOG_LOCK}), pg_advisory_xact_lock({USER_LOCK_CLASS}, %(user)s), "
+        "(SELECT timezone FROM users WHERE id = %(user)s)"
+    )
+    return sql + (_SMALL_PLANS if small else "")
 
 
 def _check_user(user_id: int, row: tuple[Any, ...] | None) -> None:
@@ -720,40 +726,42 @@ _SMALL_STAGING = (
 )
 
 
-@functools.cache
 def _lock_and_stage_sql(exclusive_catalog: bool) -> str:
-    """The statement of _lock_and_stage: one data-modifying CTE per staging table, each from one
-    array per column (binary parameters, in the order of _SMALL_STAGING), and the lock statement."""
+    """The prepared statement of _lock_and_stage ($1 the document, $2 the user, an integer as the
+    key of the user lock is): one data-modifying CTE per staging table, each from its rows in the
+    document (an array per table, in the order of _SMALL_STAGING, of arrays in the order of its
+    columns), and the lock statement."""
     inserts = []
     for i, (target, columns) in enumerate(_SMALL_STAGING):
-        args = ", ".join(f"%b::{t}[]" for t in columns.split(", "))
-        inserts.append(f"s{i} AS (INSERT INTO {target} SELECT * FROM unnest({args}))")
-    lock, _ = _lock_statement(0, exclusive_catalog, small=True)
+        values = ", ".join(f"(r->>{k})::{t}" for k, t in enumerate(columns.split(", ")))
+        inserts.append(f"s{i} AS (INSERT INTO {target} SELECT {values} FROM jsonb_array_elements($1->{i}) r)")
+    lock = _lock_statement(exclusive_catalog, small=True).replace("%(user)s", "$2")
     return f"WITH {', '.join(inserts)}\n{lock}"
 
 
-def _stage_columns(st: _Staged) -> list[list[Any]]:
-    """The arguments of the staging statement: every staging table's rows, a list per column."""
-    tables: tuple[list[Sequence[Any]], ...] = (
-        list(st.artists.values()),
-        list(st.albums.values()),
-        [(ak, rk, pos) for (ak, rk), pos in st.album_artists.items()],
-        list(st.tracks.values()),
-        [(tk, rk, pos) for (tk, rk), pos in st.track_artists.items()],
-        [p[:5] for p in st.plays],
+def _stage_document(st: _Staged) -> str:
+    """The rows of every staging table, as _lock_and_stage_sql reads them: serialising them as
+    JSON costs a fraction of what binding an array per column does."""
+    return json.dumps(
+        [
+            list(st.artists.values()),
+            list(st.albums.values()),
+            [(ak, rk, pos) for (ak, rk), pos in st.album_artists.items()],
+            list(st.tracks.values()),
+            [(tk, rk, pos) for (tk, rk), pos in st.track_artists.items()],
+            [(p[0], p[1], p[2].isoformat(), p[3], p[4]) for p in st.plays],
+        ]
     )
-    out: list[list[Any]] = []
-    for rows, (_, columns) in zip(tables, _SMALL_STAGING, strict=True):
-        width = len(columns.split(", "))
-        out += [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
-    return out
 
 
 def _lock_and_stage(ex: _Exec, user_id: int, st: _Staged, *, exclusive: bool) -> None:
     """A small batch's locks and its staging rows in one statement (the staging tables are the
     session's own: that the rows go in with the locks and not after them changes nothing)."""
-    _, params = _lock_statement(user_id, exclusive, small=True)
-    _check_user(user_id, ex(_lock_and_stage_sql(exclusive), [*_stage_columns(st), *params]).fetchone())
+    name = _STAGE_EXCLUSIVE if exclusive else _STAGE_SHARED
+    execute = psycopg.ClientCursor(ex.cur.connection).mogrify(
+        f"EXECUTE {name} (%s, %s)", (_stage_document(st), user_id)
+    )
+    _check_user(user_id, ex(execute).fetchone())
 
 
 @contextmanager
@@ -797,6 +805,8 @@ def _prepare_statements() -> dict[str, str]:
     out[_GAPS] = f"PREPARE {_GAPS} AS {_GAPS_SQL}"
     insert = _insert_sql(_UNMATCHED_PLAYS).replace("%(user)s", "$1").replace("%(import_id)s", "$2")
     out[_INSERT] = f"PREPARE {_INSERT} (bigint, uuid) AS {insert}"
+    for name, exclusive in ((_STAGE_SHARED, False), (_STAGE_EXCLUSIVE, True)):
+        out[name] = f"PREPARE {name} (jsonb, integer) AS {_lock_and_stage_sql(exclusive)}"
     return out
 
 
