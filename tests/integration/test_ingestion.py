@@ -81,6 +81,66 @@ def test_a_small_batchs_planner_settings_end_with_it(db_conn: psycopg.Connection
     assert after.fetchone() == ("on", "on")
 
 
+def staged_rows(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """The staging tables of ``conn``'s session that hold live rows, with how many."""
+    from myi.ingestion import _STAGING_TABLES
+
+    tables = _STAGING_TABLES.split(", ")
+    counts = conn.execute(" UNION ALL ".join(f"SELECT count(*) FROM {t}" for t in tables)).fetchall()
+    return {t: int(c[0]) for t, c in zip(tables, counts, strict=True) if c[0]}
+
+
+def test_no_staged_row_outlives_the_batch_that_staged_it(db_conn: psycopg.Connection[Any], user: int) -> None:
+    """The staging tables keep their rows at commit: each batch empties them itself, whichever
+    way it went (small, large, inside a caller's transaction, failed), and the next batch of
+    another user counts only its own plays."""
+    import pytest
+
+    from myi.ingestion import SMALL_BATCH, bulk_ingest
+
+    other = make_user(db_conn, "other")
+    empty: dict[str, int] = {}
+    assert ingest(db_conn, user, [api_play(n, at(60 * n)) for n in range(5)]) == IngestResult(added=5)
+    assert staged_rows(db_conn) == empty
+    large = [extended_play(n % 40, at(10_000 + 60 * n)) for n in range(SMALL_BATCH + 1)]
+    assert ingest(db_conn, user, large) == IngestResult(added=SMALL_BATCH + 1)
+    assert staged_rows(db_conn) == empty
+    with db_conn.transaction():
+        assert ingest(db_conn, user, [account_play(3, at(50_000))]) == IngestResult(added=1)
+    assert staged_rows(db_conn) == empty
+    with bulk_ingest(db_conn, user) as bulk:
+        bulk.add([extended_play(7, at(60_000)), extended_play(8, at(60_300))])
+    assert staged_rows(db_conn) == empty
+    with pytest.raises(LookupError):
+        ingest(db_conn, 10**9, [api_play(1, at(0)), api_play(2, at(60))])  # staged, then no such user
+    assert staged_rows(db_conn) == empty
+    assert ingest(db_conn, other, [api_play(1, at(0))]) == IngestResult(added=1)
+    assert len(events(db_conn, other)) == 1
+    assert_exact(db_conn, user)
+    assert_exact(db_conn, other)
+
+
+def test_a_connections_staging_tables_do_not_grow_with_its_batches(
+    db_conn: psycopg.Connection[Any], user: int
+) -> None:
+    """Small batches empty the staging tables by DELETE, which leaves dead rows that nothing
+    vacuums; every EMPTYING_ROUNDS-th truncates them, so a long-lived connection's tables stay
+    the size of a few rounds of batches instead of growing with every sync."""
+    from myi.ingestion import EMPTYING_ROUNDS
+
+    sizes = []
+    for k in range(3 * EMPTYING_ROUNDS):
+        plays = [api_play(1000 + 30 * k + n, at(7200 * k + 60 * n)) for n in range(30)]
+        assert ingest(db_conn, user, plays) == IngestResult(added=30)
+        row = db_conn.execute("SELECT pg_relation_size('pg_temp.tmp_tracks')").fetchone()
+        assert row is not None
+        sizes.append(int(row[0]))
+    first, last = sizes[:EMPTYING_ROUNDS], sizes[-EMPTYING_ROUNDS:]
+    assert max(first) > sizes[0]  # the DELETEs leave their dead rows behind
+    assert max(last) <= max(first)
+    assert_exact(db_conn, user)
+
+
 def test_names_of_any_script_and_punctuation_are_stored_as_given(
     db_conn: psycopg.Connection[Any], user: int
 ) -> None:

@@ -88,6 +88,7 @@ _CATALOG_NAME = "myi_catalog_"
 _INSERT = "myi_insert_unmatched"
 _GAPS = "myi_record_gaps"
 _FOLD = "myi_fold_deltas"
+_EMPTY = "myi_empty_staging"
 _STAGE_SHARED = "myi_stage_shared"
 _STAGE_EXCLUSIVE = "myi_stage_exclusive"
 # What a batch of ingest() is tried again after (the transaction rolled back): a deadlock or
@@ -139,55 +140,66 @@ class _Staged:
 KnownTracks = dict[tuple[str, ...], tuple[int, tuple[str, str]]]
 
 
-# The batch's staging tables. They have no keys: at every commit of a transaction that used them,
-# PostgreSQL empties them (ON COMMIT DELETE ROWS) and rebuilds each index they have, about half a
-# millisecond an index; a batch's joins hash on these columns instead (its keys are unique by
-# construction in _stage).
+# The batch's staging tables. They have no keys, and they keep their rows at commit: every
+# transaction that stages rows empties them itself before it ends (see _transaction). At each
+# commit of a transaction that used any temporary table, PostgreSQL empties every ON COMMIT DELETE
+# ROWS one and rebuilds each index it has (a text or array column brings the index of a TOAST
+# table), about half a millisecond an index: a small batch's DELETE costs a fraction of that. A
+# batch's joins hash on these columns instead of keys (they are unique by construction in _stage).
 _TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS tmp_artists (
     rk integer NOT NULL, spotify_id text, name text NOT NULL, name_key text NOT NULL,
     image_url text, id bigint
-) ON COMMIT DELETE ROWS;
+);
 CREATE TEMP TABLE IF NOT EXISTS tmp_albums (
     ak integer NOT NULL, spotify_id text, name text NOT NULL, name_key text NOT NULL,
     artist_key text NOT NULL, image_url text, release_date text, id bigint
-) ON COMMIT DELETE ROWS;
+);
 CREATE TEMP TABLE IF NOT EXISTS tmp_album_artists (
     ak integer NOT NULL, rk integer NOT NULL, position smallint NOT NULL
-) ON COMMIT DELETE ROWS;
+);
 CREATE TEMP TABLE IF NOT EXISTS tmp_tracks (
     tk integer NOT NULL, spotify_id text, name text NOT NULL, name_key text NOT NULL,
     artist_key text NOT NULL, duration_ms integer, explicit boolean, ak integer, full_data boolean NOT NULL,
     id bigint, album_id bigint, is_new boolean NOT NULL DEFAULT false, alt_ids bigint[]
-) ON COMMIT DELETE ROWS;
+);
 CREATE TEMP TABLE IF NOT EXISTS tmp_track_artists (
     tk integer NOT NULL, rk integer NOT NULL, position smallint NOT NULL
-) ON COMMIT DELETE ROWS;
+);
 CREATE TEMP TABLE IF NOT EXISTS tmp_plays (
     seq integer NOT NULL, tk integer NOT NULL, played_at timestamptz NOT NULL, ms_played integer,
     origin text NOT NULL, track_id bigint, alt_ids bigint[], action text, target_track bigint,
     target timestamptz
-) ON COMMIT DELETE ROWS;
+);
 CREATE TEMP TABLE IF NOT EXISTS tmp_delta (
     track_id bigint NOT NULL, played_at timestamptz NOT NULL, plays integer NOT NULL DEFAULT 1,
     ms bigint NOT NULL
-) ON COMMIT DELETE ROWS;
+);
 CREATE TEMP TABLE IF NOT EXISTS tmp_album_moves (
     track_id bigint NOT NULL, old_album bigint, new_album bigint
-) ON COMMIT DELETE ROWS;
+);
 CREATE TEMP TABLE IF NOT EXISTS tmp_credit_moves (
     track_id bigint NOT NULL, artist_id bigint NOT NULL, sign integer NOT NULL
-) ON COMMIT DELETE ROWS;
+);
 CREATE TEMP TABLE IF NOT EXISTS tmp_artist_merges (
     p bigint NOT NULL, r bigint NOT NULL
-) ON COMMIT DELETE ROWS;
+);
 CREATE TEMP TABLE IF NOT EXISTS tmp_album_merges (
     p bigint NOT NULL, r bigint NOT NULL
-) ON COMMIT DELETE ROWS;
+);
 """
 _BATCH_TABLES = (
     "tmp_artists, tmp_albums, tmp_album_artists, tmp_tracks, tmp_track_artists, tmp_plays, "
     "tmp_album_moves, tmp_credit_moves, tmp_artist_merges, tmp_album_merges"
+)
+_STAGING_TABLES = f"{_BATCH_TABLES}, tmp_delta"
+# Emptying the staging tables by DELETE leaves their dead rows behind (nothing vacuums temporary
+# tables): one small batch in EMPTYING_ROUNDS truncates them instead.
+EMPTYING_ROUNDS = 32
+_EMPTY_SQL = (
+    "WITH "
+    + ", ".join(f"d{i} AS (DELETE FROM {t})" for i, t in enumerate(_STAGING_TABLES.split(", ")[:-1]))
+    + f" DELETE FROM {_STAGING_TABLES.split(', ')[-1]}"
 )
 _prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
@@ -207,6 +219,7 @@ class _Exec:
     def __init__(self, cur: psycopg.Cursor[Any], counter: StatementCounter | None) -> None:
         self.cur = cur
         self.counter = counter
+        self.emptied = False  # the staging tables emptied by the batch's last statement (_emptying)
 
     def __call__(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
         if self.counter is not None:
@@ -768,11 +781,12 @@ def _lock_and_stage(ex: _Exec, user_id: int, st: _Staged, *, exclusive: bool) ->
 def _transaction(conn: psycopg.Connection[Any], counter: StatementCounter | None) -> Iterator[_Exec]:
     """A transaction (a savepoint inside a caller's) with the batch's temporary tables, empty.
 
-    The tables are created once per connection; they empty themselves at every commit (ON COMMIT
-    DELETE ROWS), so only a savepoint inside a caller's transaction may find an earlier batch's
-    rows. A connection counts as prepared once the transaction that created them has committed
-    (a rolled-back CREATE leaves no table); inside a caller's transaction, which may still roll
-    back, they are looked for."""
+    The tables are created once per connection and emptied before the transaction ends: by the
+    batch's last statement (_emptying), or here; a rollback discards what the transaction staged.
+    So only a savepoint inside a caller's transaction may find an earlier batch's rows, should an
+    earlier savepoint of that transaction have failed to empty them. A connection counts as
+    prepared once the transaction that created them has committed (a rolled-back CREATE leaves no
+    table); inside a caller's transaction, which may still roll back, they are looked for."""
     nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     created = False
     with conn.transaction(), conn.cursor() as cur:
@@ -780,15 +794,34 @@ def _transaction(conn: psycopg.Connection[Any], counter: StatementCounter | None
         if nested:
             row = ex("SELECT to_regclass('pg_temp.tmp_delta') IS NOT NULL").fetchone()
             if row and row[0]:
-                ex(f"TRUNCATE {_BATCH_TABLES}, tmp_delta")
+                ex(f"TRUNCATE {_STAGING_TABLES}")
             else:
                 ex.script(_TEMP_TABLES)
         elif conn not in _prepared:
             ex.script(_TEMP_TABLES)
             created = True
         yield ex
+        if not ex.emptied:
+            ex(f"TRUNCATE {_STAGING_TABLES}")
     if created:
         _prepared.add(conn)
+
+
+def _emptying(ex: _Exec) -> str | None:
+    """The statement with which a small batch empties the staging tables as it ends (they count
+    as emptied), or None: one small batch in EMPTYING_ROUNDS on a connection leaves them to
+    _transaction's TRUNCATE, which drops the dead rows that the DELETEs before it left."""
+    conn = ex.cur.connection
+    rounds = _rounds.get(conn, 0) + 1
+    _rounds[conn] = rounds % EMPTYING_ROUNDS
+    if rounds == EMPTYING_ROUNDS:
+        return None
+    ex.emptied = True
+    return f"EXECUTE {_EMPTY}"
+
+
+# Small batches on each connection since its staging tables were last truncated (see _emptying).
+_rounds: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = weakref.WeakKeyDictionary()
 
 
 # The connections on which the statements of small batches are prepared (see SMALL_BATCH).
@@ -805,6 +838,7 @@ def _prepare_statements() -> dict[str, str]:
     out[_GAPS] = f"PREPARE {_GAPS} AS {_GAPS_SQL}"
     insert = _insert_sql(_UNMATCHED_PLAYS).replace("%(user)s", "$1").replace("%(import_id)s", "$2")
     out[_INSERT] = f"PREPARE {_INSERT} (bigint, uuid) AS {insert}"
+    out[_EMPTY] = f"PREPARE {_EMPTY} AS {_EMPTY_SQL}"
     for name, exclusive in ((_STAGE_SHARED, False), (_STAGE_EXCLUSIVE, True)):
         out[name] = f"PREPARE {name} (jsonb, integer) AS {_lock_and_stage_sql(exclusive)}"
     return out
@@ -899,7 +933,8 @@ def _ingest_small(
     rest += [f"EXECUTE {_GAPS}", mogrify(f"EXECUTE {_FOLD} (%(user)s)", args)]
     if and_then is not None:
         rest.append(mogrify(*and_then))
-    results = _execute_all(ex, rest)
+    empty = _emptying(ex)
+    results = _execute_all(ex, [*rest, empty] if empty else rest)
     if counts is None:
         counts = _counts(results[0][1])
     return replace(counts, gaps=results[0 if neighbours else 1][0])
