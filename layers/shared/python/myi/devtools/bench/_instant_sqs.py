@@ -1,7 +1,7 @@
-"""An SQS endpoint that accepts every ``SendMessageBatch`` at once and keeps nothing (used by the
-sync benchmark, in a process of its own, to measure what the fan-out reaches when the queue is not
-the bound: ``python -m myi.devtools.bench._instant_sqs PORT``). It speaks the JSON protocol
-botocore uses for SQS; any other operation is answered with an error."""
+"""An SQS endpoint that accepts every ``SendMessage`` and ``SendMessageBatch`` at once and keeps
+nothing (used by the sync benchmark, in a process of its own, to measure the fan-out and the sync
+worker where the queue is not the bound: ``python -m myi.devtools.bench._instant_sqs PORT``). It
+speaks the JSON protocol botocore uses for SQS; any other operation is answered with an error."""
 
 from __future__ import annotations
 
@@ -24,9 +24,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         out: dict[str, Any]
         status, out = 400, {"__type": "com.amazonaws.sqs#UnsupportedOperation", "message": "not here"}
-        if self.headers.get("X-Amz-Target") == "AmazonSQS.SendMessageBatch":
-            accepted = [_accepted(entry) for entry in body.get("Entries", [])]
+        target = self.headers.get("X-Amz-Target")
+        if target == "AmazonSQS.SendMessageBatch":
+            accepted = [{"Id": entry["Id"], **_sent(entry)} for entry in body.get("Entries", [])]
             status, out = 200, {"Successful": accepted, "Failed": []}
+        elif target == "AmazonSQS.SendMessage":
+            status, out = 200, _sent(body)
         data = json.dumps(out).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/x-amz-json-1.0")
@@ -35,9 +38,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def _accepted(entry: dict[str, Any]) -> dict[str, str]:
-    md5 = hashlib.md5(entry["MessageBody"].encode()).hexdigest()  # noqa: S324 - SQS's checksum, not security
-    return {"Id": entry["Id"], "MessageId": str(uuid.uuid4()), "MD5OfMessageBody": md5}
+def _sent(message: dict[str, Any]) -> dict[str, str]:
+    """What SQS answers for a message it accepted (botocore checks the body's MD5)."""
+    md5 = hashlib.md5(message["MessageBody"].encode()).hexdigest()  # noqa: S324 - SQS's checksum, not security
+    return {"MessageId": str(uuid.uuid4()), "MD5OfMessageBody": md5}
 
 
 def main(port: int) -> None:

@@ -13,6 +13,10 @@ when the queue does not.
 against the local fake Spotify), beside ``sync_worker_spotify_ms_per_user``, the part of it spent
 in the Spotify call (the shared budget's DynamoDB calls included): the rest is MYI.
 ``sync_worker_vs_spotify_ratio`` is the one over the other: below 2, the Spotify call dominates.
+The messages a sync sends (the read-on after a full page, the enrichment request) go to the endpoint
+that accepts them at once: the emulator's SQS spends milliseconds of CPU on each, on the cores the
+database and the worker share here, where SQS in the cloud spends none of theirs. The worker's own
+side of a send (botocore's, in the thread that sends it while the page is stored) is measured.
 
 The emulator and the fake Spotify serve from processes of their own, as AWS and Spotify do in the
 cloud: threads of the benchmark's interpreter would hold its lock while the worker waits for them,
@@ -43,7 +47,7 @@ import psycopg
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
-from myi import aws, migrate
+from myi import migrate
 from myi.auth import pkce
 from myi.auth.tokens import TokenManager, store_grant
 from myi.crypto import KeyRing
@@ -260,7 +264,11 @@ def _sync(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[Figure]
     now = datetime.now(UTC)
     names = [f"bench-{i}" for i in range(SYNC_USERS)]
     ring = KeyRing(current=1, keys={1: os.urandom(32)})
-    with _separate_fake(names, now) as fake, httpx.Client(timeout=10) as http:
+    with (
+        _separate_fake(names, now) as fake,
+        _server("myi.devtools.bench._instant_sqs") as queues,
+        httpx.Client(timeout=10) as http,
+    ):
         accounts_url, api_url, client_id, client_secret = fake
         s = settings.replace(
             spotify_accounts_url=accounts_url,
@@ -288,7 +296,7 @@ def _sync(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[Figure]
         deps = SyncDeps(
             settings=s,
             conn=conn,
-            sqs=aws.client("sqs", s),
+            sqs=_sqs_client(s, queues),
             spotify=client,
             tokens=TokenManager(conn, accounts, lambda: ring),
         )
