@@ -442,3 +442,25 @@ def test_the_sweep_fails_stuck_and_abandoned_jobs(importer: Importer, db_conn: A
     assert jobs.get(db_conn, user, lost["id"])["status"] == "failed"
     assert jobs.get(db_conn, user, abandoned["id"])["status"] == "failed"
     assert jobs.get(db_conn, user, fresh["id"])["status"] == "awaiting_upload"
+
+
+def test_names_with_characters_postgresql_cannot_store_are_imported_without_them(
+    importer: Importer, db_conn: Any
+) -> None:
+    """A NUL character (which no PostgreSQL text holds) in a crafted export's names."""
+    user = make_user(db_conn)
+    [record] = list(extended_records(1, tracks=catalog(1), seed=3))
+    record = {
+        **record,
+        "master_metadata_track_name": "Null\u0000Track",
+        "master_metadata_album_artist_name": "A\u0000",
+    }
+    job = importer.upload(user, as_json([record]), "Streaming_History_Audio_2020_0.json")
+    assert job["status"] == "completed", job["error"]
+    row = db_conn.execute(
+        "SELECT x.name, a.name FROM listening_events e JOIN tracks x ON x.id = e.track_id "
+        "JOIN track_artists ta ON ta.track_id = x.id JOIN artists a ON a.id = ta.artist_id "
+        "WHERE e.user_id = %s",
+        (user,),
+    ).fetchone()
+    assert row == ("NullTrack", "A")

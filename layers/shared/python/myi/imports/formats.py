@@ -54,7 +54,12 @@ def _int(value: Any) -> int | None:
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value.strip() else None
+    """A name: its NUL characters (which no PostgreSQL text can hold) dropped; None when blank."""
+    if not isinstance(value, str):
+        return None
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    return value if value.strip() else None
 
 
 def _extended_time(value: Any) -> datetime | None:
