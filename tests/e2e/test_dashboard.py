@@ -84,6 +84,8 @@ def browser() -> Iterator[Any]:
 def test_a_person_signs_in_sees_their_top_tracks_and_uploads_a_download(
     runtime: LocalRuntime, browser: Any, tmp_path: Path
 ) -> None:
+    from playwright.sync_api import expect
+
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
     page.set_default_timeout(30_000)
     page.goto(f"{runtime.url}/")
@@ -111,6 +113,8 @@ def test_a_person_signs_in_sees_their_top_tracks_and_uploads_a_download(
     page.get_by_role("button", name="Upload").click()
     status = page.get_by_test_id("import-status")
     status.filter(has_text="Done").wait_for(timeout=90_000)
+    # "Done" shows as the dashboard starts reloading its figures, not once they are in.
+    expect(page.locator("#t-plays")).not_to_have_text("50", timeout=30_000)
     assert int(page.locator("#t-plays").inner_text().replace(",", "")) > 50
     if SCREENSHOT:
         Path(SCREENSHOT).parent.mkdir(parents=True, exist_ok=True)
