@@ -3,8 +3,8 @@
 One entry point, :func:`ingest`, serves the sync worker (50 API plays) and the history import
 (batches of thousands of export records). A batch costs a fixed number of SQL statements whatever
 its size: the batch is staged into temporary tables with COPY (a small batch, see SMALL_BATCH, as
-one JSON document sent with its locks), then the catalog, the events and the statistics are written with
-``INSERT .. SELECT .. ON CONFLICT`` and ``UPDATE .. FROM`` statements.
+one JSON document sent with its locks), then the catalog, the events and the statistics are
+written with ``INSERT .. SELECT .. ON CONFLICT`` and ``UPDATE .. FROM`` statements.
 
 Per batch, in one transaction:
 
@@ -781,12 +781,12 @@ def _lock_and_stage(ex: _Exec, user_id: int, st: _Staged, *, exclusive: bool) ->
 def _transaction(conn: psycopg.Connection[Any], counter: StatementCounter | None) -> Iterator[_Exec]:
     """A transaction (a savepoint inside a caller's) with the batch's temporary tables, empty.
 
-    The tables are created once per connection and emptied before the transaction ends: by the
-    batch's last statement (_emptying), or here; a rollback discards what the transaction staged.
-    So only a savepoint inside a caller's transaction may find an earlier batch's rows, should an
-    earlier savepoint of that transaction have failed to empty them. A connection counts as
-    prepared once the transaction that created them has committed (a rolled-back CREATE leaves no
-    table); inside a caller's transaction, which may still roll back, they are looked for."""
+    The tables are created once per connection. Every transaction empties them before it ends:
+    the batch's last statement does (_emptying), or the TRUNCATE here; a rollback discards
+    whatever it staged. A savepoint inside a caller's transaction truncates them first as well. A
+    connection counts as prepared once the transaction that created them has committed (a
+    rolled-back CREATE leaves no table); inside a caller's transaction, which may still roll back,
+    they are looked for."""
     nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     created = False
     with conn.transaction(), conn.cursor() as cur:
@@ -807,6 +807,10 @@ def _transaction(conn: psycopg.Connection[Any], counter: StatementCounter | None
         _prepared.add(conn)
 
 
+# Small batches on each connection since its staging tables were last truncated (see _emptying).
+_rounds: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = weakref.WeakKeyDictionary()
+
+
 def _emptying(ex: _Exec) -> str | None:
     """The statement with which a small batch empties the staging tables as it ends (they count
     as emptied), or None: one small batch in EMPTYING_ROUNDS on a connection leaves them to
@@ -818,10 +822,6 @@ def _emptying(ex: _Exec) -> str | None:
         return None
     ex.emptied = True
     return f"EXECUTE {_EMPTY}"
-
-
-# Small batches on each connection since its staging tables were last truncated (see _emptying).
-_rounds: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = weakref.WeakKeyDictionary()
 
 
 # The connections on which the statements of small batches are prepared (see SMALL_BATCH).
