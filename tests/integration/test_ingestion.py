@@ -92,7 +92,7 @@ def staged_rows(conn: psycopg.Connection[Any]) -> dict[str, int]:
 
 def test_no_staged_row_outlives_the_batch_that_staged_it(db_conn: psycopg.Connection[Any], user: int) -> None:
     """The staging tables keep their rows at commit: each batch empties them itself, whichever
-    way it went (small, large, inside a caller's transaction, failed), and the next batch of
+    way it went (small, large, inside a caller's transaction, bulk, failed), and the next batch of
     another user counts only its own plays."""
     import pytest
 
