@@ -197,9 +197,8 @@ _STAGING_TABLES = f"{_BATCH_TABLES}, tmp_delta"
 # tables): one small batch in EMPTYING_ROUNDS truncates them instead.
 EMPTYING_ROUNDS = 32
 _EMPTY_SQL = (
-    "WITH "
-    + ", ".join(f"d{i} AS (DELETE FROM {t})" for i, t in enumerate(_STAGING_TABLES.split(", ")[:-1]))
-    + f" DELETE FROM {_STAGING_TABLES.split(', ')[-1]}"
+    f"WITH {', '.join(f'd{i} AS (DELETE FROM {t})' for i, t in enumerate(_BATCH_TABLES.split(', ')))} "
+    "DELETE FROM tmp_delta"
 )
 _prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
@@ -783,19 +782,17 @@ def _transaction(conn: psycopg.Connection[Any], counter: StatementCounter | None
 
     The tables are created once per connection. Every transaction empties them before it ends:
     the batch's last statement does (_emptying), or the TRUNCATE here; a rollback discards
-    whatever it staged. A savepoint inside a caller's transaction truncates them first as well. A
-    connection counts as prepared once the transaction that created them has committed (a
-    rolled-back CREATE leaves no table); inside a caller's transaction, which may still roll back,
-    they are looked for."""
+    whatever it staged (a savepoint's rollback, too). So they are empty at every start, inside a
+    caller's transaction as well. A connection counts as prepared once the transaction that
+    created them has committed (a rolled-back CREATE leaves no table); inside a caller's
+    transaction, which may still roll back, they are looked for."""
     nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     created = False
     with conn.transaction(), conn.cursor() as cur:
         ex = _Exec(cur, counter)
         if nested:
             row = ex("SELECT to_regclass('pg_temp.tmp_delta') IS NOT NULL").fetchone()
-            if row and row[0]:
-                ex(f"TRUNCATE {_STAGING_TABLES}")
-            else:
+            if not (row and row[0]):
                 ex.script(_TEMP_TABLES)
         elif conn not in _prepared:
             ex.script(_TEMP_TABLES)
