@@ -347,16 +347,23 @@ def test_fanout_sends_every_page_with_a_connection_per_sender(deps: SyncDeps) ->
 
 class Refusing:
     """The emulator's SQS, with SendMessageBatch refusing the entries of ``refused`` (as SQS
-    reports entries it did not take) and failing outright for a batch holding one of ``broken``."""
+    reports entries it did not take) and failing outright, with ``failure`` or else an AWS error,
+    for a batch holding one of ``broken``."""
 
-    def __init__(self, sqs: Any, refused: set[int], broken: frozenset[int] = frozenset()) -> None:
-        self.sqs, self.refused, self.broken = sqs, refused, broken
+    def __init__(
+        self,
+        sqs: Any,
+        refused: set[int],
+        broken: frozenset[int] = frozenset(),
+        failure: Exception | None = None,
+    ) -> None:
+        self.sqs, self.refused, self.broken, self.failure = sqs, refused, broken, failure
 
     def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         ids = {int(e["Id"]) for e in Entries}
         if ids & self.broken:
             error = {"Error": {"Code": "InternalError", "Message": "unavailable"}}
-            raise ClientError(error, "SendMessageBatch")  # type: ignore[arg-type]
+            raise self.failure or ClientError(error, "SendMessageBatch")  # type: ignore[arg-type]
         kept = [e for e in Entries if int(e["Id"]) not in self.refused]
         out: dict[str, Any] = self.sqs.send_message_batch(QueueUrl=QueueUrl, Entries=kept) if kept else {}
         failed = [
@@ -391,11 +398,19 @@ def test_fanout_releases_users_whose_messages_were_refused(deps: SyncDeps) -> No
     assert sorted(m["user_id"] for m in queued(deps)) == sorted(refused)
 
 
-def test_a_failed_send_stops_the_fanout_and_releases_its_page(deps: SyncDeps) -> None:
-    users = due_users(deps, 25, "broken")
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ClientError({"Error": {"Code": "InternalError"}}, "SendMessageBatch"),  # type: ignore[arg-type]
+        RuntimeError("a failure outside the AWS client"),
+    ],
+    ids=["aws-error", "other-error"],
+)
+def test_a_failed_send_stops_the_fanout_and_releases_its_page(deps: SyncDeps, failure: Exception) -> None:
+    users = due_users(deps, 25, f"broken-{type(failure).__name__}")
     settings = deps.settings.replace(sync_fanout_page_size=20)  # pages of 20 and 5
-    sqs = Refusing(deps.sqs, set(), broken=frozenset({users[12]}))  # the second batch of the first page
-    with pytest.raises(ClientError):
+    sqs = Refusing(deps.sqs, set(), broken=frozenset({users[12]}), failure=failure)  # 2nd batch, 1st page
+    with pytest.raises(type(failure)):
         fanout(settings, deps.conn, sqs, rng=Lowest())
     sent = sorted(m["user_id"] for m in queued(deps))
     assert sent == users[:10]

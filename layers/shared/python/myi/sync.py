@@ -31,7 +31,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from botocore.exceptions import BotoCoreError, ClientError
 
 from myi import enrichment
 from myi.auth.tokens import GrantUnavailable, TokenManager
@@ -257,7 +256,8 @@ def fanout(
     """Enqueue every user who is due (:func:`due_pages`), ten per ``SendMessageBatch`` and
     ``SENDERS`` calls at a time; returns how many. A user whose message was not sent (an entry
     the queue refused, or a call that failed) is released at once, due for the next fan-out
-    instead of waiting out the claim; a failed call stops the fan-out once its page is released."""
+    instead of waiting out the claim; a failed call (of whatever kind) stops the fan-out once its
+    page is released, and its error is raised."""
     now = now or datetime.now(UTC)
     rng = rng or random.Random()  # noqa: S311 - spreading load, not secrets
     queue = _queue(settings)
@@ -285,7 +285,7 @@ def fanout(
             for batch, future in [(b, pool.submit(send, b)) for b in batches]:
                 try:
                     unsent += future.result()
-                except (BotoCoreError, ClientError) as exc:
+                except Exception as exc:  # any failure: the batch counts as unsent (a resend is harmless)
                     unsent += batch
                     error = error or exc
             if unsent:
