@@ -68,6 +68,17 @@ def test_a_full_sign_in_creates_the_user_the_encrypted_grant_and_a_session(
     assert second is not None and second.user_id == session.user_id and again.session != done.session
 
 
+def test_a_display_name_with_nul_characters_is_stored_without_them(
+    login_deps: login.LoginDeps, db_conn: psycopg.Connection[Any], fake_spotify: Any
+) -> None:
+    fake_spotify.world.add_user("nul-name", display_name="Nul\x00 Name")
+    done = sign_in(login_deps, user="nul-name")
+    session = sessions.resolve(db_conn, done.session, login_deps.settings, now=login_deps.clock())
+    assert session is not None
+    row = db_conn.execute("SELECT display_name FROM users WHERE id = %s", (session.user_id,)).fetchone()
+    assert row == ("Nul Name",)
+
+
 def test_a_state_works_once(login_deps: login.LoginDeps) -> None:
     params = approve(login.begin(login_deps, return_to="/", client_ip=None))
     assert login.finish(login_deps, params, user_agent=None).session

@@ -143,6 +143,26 @@ def test_an_incremental_sync_reads_only_what_is_new(deps: SyncDeps, fake_spotify
     assert events(deps.conn, user) == 53
 
 
+def test_names_with_nul_characters_are_stored_without_them(deps: SyncDeps, fake_spotify: FakeSpotify) -> None:
+    world = fake_spotify.world
+    artist = world.add_artist("Nul\x00 Artist")
+    album = world.add_album("Nul\x00 Album", [artist])
+    track = world.add_track("Nul\x00 Track", album)
+    user = signed_in(deps)
+    sync_user(deps, user)
+    world.add_play("demo", track, datetime.now(UTC) - timedelta(seconds=5))
+    assert sync_user(deps, user).result.added == 1
+    row = deps.conn.execute(
+        """
+        SELECT t.name, al.name, ar.name FROM tracks t JOIN albums al ON al.id = t.album_id
+          JOIN track_artists ta ON ta.track_id = t.id JOIN artists ar ON ar.id = ta.artist_id
+         WHERE t.spotify_id = %s
+        """,
+        (track,),
+    ).fetchone()
+    assert row == ("Nul Track", "Nul Album", "Nul Artist")
+
+
 def test_the_same_message_twice_changes_nothing(deps: SyncDeps) -> None:
     user = signed_in(deps)
     body = json.dumps({"user_id": user})

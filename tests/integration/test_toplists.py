@@ -112,3 +112,14 @@ def test_a_rate_limited_refresh_is_queued_again_and_stores_nothing(
         QueueUrl=deps.settings.top_stats_queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
     )["Attributes"]
     assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
+
+
+def test_top_artists_with_nul_characters_are_stored_without_them(
+    deps: toplists.TopDeps, fake_spotify: FakeSpotify
+) -> None:
+    user = signed_in(deps)
+    artist = fake_spotify.world.add_artist("Top\x00 Artist")
+    fake_spotify.world.set_top("demo", "artists", "medium_term", [artist])
+    assert toplists.refresh(deps.conn, deps.spotify, deps.tokens, user, "artists", "medium_term") == 1
+    stored = toplists.read(deps.conn, user, "artists", "medium_term")
+    assert [(i["spotify_id"], i["name"]) for i in stored["items"]] == [(artist, "Top Artist")]

@@ -12,6 +12,12 @@ from typing import Literal
 Origin = Literal["api", "extended", "account"]
 
 
+def clean_name(value: str) -> str:
+    """A name as PostgreSQL text can hold it: without NUL characters. Every source applies it to
+    the names it reads (a NUL would fail the whole batch it came in)."""
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
 @dataclass(frozen=True, slots=True)
 class ArtistRef:
     name: str

@@ -22,7 +22,7 @@ from myi.db import fetch_all
 from myi.ingestion import apply_track_metadata
 from myi.observability import logger
 from myi.settings import Settings
-from myi.spotify.client import SpotifyClient, track_ref
+from myi.spotify.client import SpotifyClient, artist_ref, track_ref
 from myi.spotify.errors import SpotifyRateLimited
 
 KINDS = ("tracks", "artists")
@@ -129,17 +129,17 @@ def refresh(
         ids = [r.spotify_id for r in refs]
         rows = conn.execute("SELECT spotify_id, id FROM tracks WHERE spotify_id = ANY(%s)", (ids,)).fetchall()
     else:
-        for item in items:
-            images = item.get("images") or []
+        artists = [a for a in map(artist_ref, items) if a.spotify_id]
+        for artist in artists:
             conn.execute(
                 """
                 INSERT INTO artists (spotify_id, name, name_key, image_url) VALUES (%s, %s, %s, %s)
                 ON CONFLICT (spotify_id) DO UPDATE SET name = EXCLUDED.name, name_key = EXCLUDED.name_key,
                     image_url = COALESCE(EXCLUDED.image_url, artists.image_url), updated_at = now()
                 """,
-                (item["id"], item["name"], name_key(item["name"]), images[0]["url"] if images else None),
+                (artist.spotify_id, artist.name, name_key(artist.name), artist.image_url),
             )
-        ids = [i["id"] for i in items]
+        ids = [str(a.spotify_id) for a in artists]
         rows = conn.execute(
             "SELECT spotify_id, id FROM artists WHERE spotify_id = ANY(%s)", (ids,)
         ).fetchall()

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from myi.catalog import spotify_id_from_uri
-from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
+from myi.plays import AlbumRef, ArtistRef, Play, TrackRef, clean_name
 
 SkipReason = Literal["short_play", "incognito", "episode", "audiobook", "no_track_uri", "invalid"]
 SKIP_REASONS: tuple[SkipReason, ...] = (
@@ -54,11 +54,10 @@ def _int(value: Any) -> int | None:
 
 
 def _text(value: Any) -> str | None:
-    """A name: its NUL characters (which no PostgreSQL text can hold) dropped; None when blank."""
+    """A name (see :func:`~myi.plays.clean_name`); None when blank."""
     if not isinstance(value, str):
         return None
-    if "\x00" in value:
-        value = value.replace("\x00", "")
+    value = clean_name(value)
     return value if value.strip() else None
 
 

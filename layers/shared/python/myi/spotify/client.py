@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from myi.plays import AlbumRef, ArtistRef, TrackRef
+from myi.plays import AlbumRef, ArtistRef, TrackRef, clean_name
 from myi.ratelimit import RateLimiter
 from myi.settings import Settings
 from myi.spotify.accounts import AccountsClient
@@ -75,33 +75,52 @@ class PlayedTrack:
     played_at: datetime
 
 
+def _text(value: Any) -> str:
+    """A string of a Web API object, as PostgreSQL can store it (TypeError when not a string)."""
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return clean_name(value)
+
+
+def _image(obj: dict[str, Any]) -> str | None:
+    """The URL of an object's first (largest) image, if it has one."""
+    images = obj.get("images") or []
+    url = images[0].get("url") if images else None
+    return clean_name(url) if isinstance(url, str) else None
+
+
+def artist_ref(obj: dict[str, Any]) -> ArtistRef:
+    """A Web API artist object (simplified or full) as an :class:`ArtistRef` (without an id when
+    it has none, as a provisional artist)."""
+    try:
+        ident = obj.get("id")
+        return ArtistRef(_text(obj["name"]), _text(ident) if ident else None, image_url=_image(obj))
+    except (KeyError, TypeError, IndexError, AttributeError):
+        raise SpotifyBadResponse("Spotify sent an artist object MYI cannot read") from None
+
+
 def track_ref(obj: dict[str, Any]) -> TrackRef:
     """A Web API track object as a full :class:`TrackRef` (ids for track, artists and album)."""
     try:
-
-        def artist(a: dict[str, Any]) -> ArtistRef:
-            return ArtistRef(a["name"], a["id"])
-
         album = obj.get("album")
         album_ref = None
         if album and album.get("id"):
-            images = album.get("images") or []
             album_ref = AlbumRef(
-                album["name"],
+                _text(album["name"]),
                 album["id"],
-                tuple(artist(a) for a in album.get("artists") or []),
-                image_url=images[0]["url"] if images else None,
+                tuple(artist_ref(a) for a in album.get("artists") or []),
+                image_url=_image(album),
                 release_date=album.get("release_date"),
             )
         return TrackRef(
-            name=obj["name"],
+            name=_text(obj["name"]),
             spotify_id=obj["id"],
-            artists=tuple(artist(a) for a in obj.get("artists") or []),
+            artists=tuple(artist_ref(a) for a in obj.get("artists") or []),
             album=album_ref,
             duration_ms=int(obj["duration_ms"]) if obj.get("duration_ms") is not None else None,
             explicit=obj.get("explicit"),
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         raise SpotifyBadResponse("Spotify sent a track object MYI cannot read") from None
 
 

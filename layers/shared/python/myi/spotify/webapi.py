@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from myi.plays import clean_name
 from myi.settings import Settings
 from myi.spotify.errors import (
     SpotifyBadResponse,
@@ -62,9 +63,10 @@ class WebApi:
         try:
             images = body.get("images") or []
             image = max(images, key=lambda i: i.get("width") or 0) if images else None
+            name = body.get("display_name")
             return SpotifyProfile(
                 id=str(body["id"]),
-                display_name=body.get("display_name"),
+                display_name=clean_name(name) if isinstance(name, str) else None,
                 image_url=image.get("url") if image else None,
             )
         except (KeyError, TypeError, AttributeError):
