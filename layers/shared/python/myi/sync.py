@@ -257,7 +257,8 @@ def fanout(
     ``SENDERS`` calls at a time; returns how many. A user whose message was not sent (an entry
     the queue refused, or a call that failed) is released at once, due for the next fan-out
     instead of waiting out the claim; a failed call (of whatever kind) stops the fan-out once its
-    page is released, and its error is raised."""
+    page is released, and its error is raised. ``sqs`` is anything with the SQS client's
+    ``send_message_batch``; the function sends through :class:`myi.aws.QueueBatchSender`."""
     now = now or datetime.now(UTC)
     rng = rng or random.Random()  # noqa: S311 - spreading load, not secrets
     queue = _queue(settings)

@@ -7,8 +7,9 @@ more than MYI, whose side is one statement per page of ``SYNC_FANOUT_PAGE_SIZE``
 users selected and claimed, page by page, as the fan-out does before it sends; and
 ``fanout_instant_users_per_s`` is the whole fan-out of those 100,000 users into an SQS endpoint
 that accepts every message at once (``_instant_sqs``), with ``fanout_cpu_ms_per_send``, the CPU
-time this process spends per ``SendMessageBatch`` (botocore's, mostly): what bounds the fan-out
-when the queue does not.
+time this process spends per ``SendMessageBatch`` (the HTTP request and its signature, mostly):
+what bounds the fan-out when the queue does not. The fan-out sends through
+:class:`myi.aws.QueueBatchSender`, as the function does.
 ``sync_worker_ms_per_user``: the median time of one user's sync (50 new plays,
 against the local fake Spotify), beside ``sync_worker_spotify_ms_per_user``, the part of it spent
 in the Spotify call (the shared budget's DynamoDB calls included): the rest is MYI.
@@ -45,11 +46,13 @@ import boto3
 import httpx
 import psycopg
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError
 
 from myi import migrate
 from myi.auth import pkce
 from myi.auth.tokens import TokenManager, store_grant
+from myi.aws import QueueBatchSender
 from myi.crypto import KeyRing
 from myi.devtools.bench import BenchContext, Figure, stopwatch
 from myi.devtools.embedded import free_port
@@ -127,13 +130,16 @@ def _sqs_client(settings: Settings, endpoint: str) -> Any:
     )
 
 
+def _sender(settings: Settings, endpoint: str) -> QueueBatchSender:
+    """The fan-out's sender for ``endpoint``, as patient as :func:`_sqs_client` with the emulator."""
+    return QueueBatchSender(settings.region, endpoint, Credentials("testing", "testing"), read_timeout=60)
+
+
 def _fanout_instant(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[Figure]:
     """The fan-out of ``CLAIM_USERS`` users into an endpoint that accepts every message at once:
     its rate, and the CPU time this process spends per ``SendMessageBatch``."""
     with _server("myi.devtools.bench._instant_sqs") as endpoint:
-        seconds, cpu = _fanout_of(
-            settings, conn, _sqs_client(settings, endpoint), f"{endpoint}/q", CLAIM_USERS
-        )
+        seconds, cpu = _fanout_of(settings, conn, _sender(settings, endpoint), f"{endpoint}/q", CLAIM_USERS)
     yield Figure("fanout_instant_users_per_s", CLAIM_USERS / seconds, "users/s")
     yield Figure("fanout_cpu_ms_per_send", cpu * 1000 / ((CLAIM_USERS + 9) // 10), "ms")
 
@@ -166,9 +172,9 @@ def _server(module: str, *args: str) -> Iterator[str]:
 
 
 def _fanout_into(settings: Settings, conn: psycopg.Connection[Any], endpoint: str) -> Iterator[Figure]:
-    sqs = _sqs_client(settings, endpoint)
+    sqs, sender = _sqs_client(settings, endpoint), _sender(settings, endpoint)
     with _drained_queue(sqs) as queue:
-        seconds, _ = _fanout_of(settings, conn, sqs, queue, FANOUT_USERS)
+        seconds, _ = _fanout_of(settings, conn, sender, queue, FANOUT_USERS)
     yield Figure("fanout_users_per_s", FANOUT_USERS / seconds, "users/s")
 
     # The baseline: the same number of messages sent straight to the emulator, in batches of ten
@@ -177,7 +183,7 @@ def _fanout_into(settings: Settings, conn: psycopg.Connection[Any], endpoint: st
 
     def send(batch: int) -> None:
         entries = [{"Id": str(i), "MessageBody": body} for i in range(min(10, FANOUT_USERS - batch * 10))]
-        sqs.send_message_batch(QueueUrl=queue, Entries=entries)
+        sender.send_message_batch(QueueUrl=queue, Entries=entries)
 
     with _drained_queue(sqs) as queue, stopwatch() as baseline, ThreadPoolExecutor(SENDERS) as pool:
         list(pool.map(send, range((FANOUT_USERS + 9) // 10)))
