@@ -254,10 +254,11 @@ def fanout(
     rng: random.Random | None = None,
 ) -> int:
     """Enqueue every user who is due (:func:`due_pages`), ten per ``SendMessageBatch`` and
-    ``SENDERS`` calls at a time; returns how many. A user whose message was not sent (an entry
-    the queue refused, or a call that failed) is released at once, due for the next fan-out
-    instead of waiting out the claim; a failed call (of whatever kind) stops the fan-out once its
-    page is released, and its error is raised. ``sqs`` is anything with the SQS client's
+    ``SENDERS`` calls at a time, each page claimed while the one before it is being sent; returns
+    how many. A user whose message was not sent (an entry the queue refused, or a call that
+    failed) is released at once, due for the next fan-out instead of waiting out the claim. A
+    failed call (of whatever kind) stops the fan-out: its page, and the next one (claimed, not
+    sent), are released and its error is raised. ``sqs`` is anything with the SQS client's
     ``send_message_batch``; the function sends through :class:`myi.aws.QueueBatchSender`."""
     now = now or datetime.now(UTC)
     rng = rng or random.Random()  # noqa: S311 - spreading load, not secrets
@@ -277,24 +278,41 @@ def fanout(
         refused = {str(f.get("Id")) for f in out.get("Failed") or []}
         return [uid for uid in batch if str(uid) in refused]
 
+    def settle(
+        ids: list[int], futures: list[tuple[list[int], Future[list[int]]]]
+    ) -> tuple[int, Exception | None]:
+        """Waits for a page's calls and releases its unsent users; returns how many were sent,
+        and the first call's error."""
+        unsent: list[int] = []
+        error: Exception | None = None
+        for batch, future in futures:
+            try:
+                unsent += future.result()
+            except Exception as exc:  # any failure: the batch counts as unsent (a resend is harmless)
+                unsent += batch
+                error = error or exc
+        if unsent:
+            _release(settings, conn, now, unsent)
+            logger.warning("some sync messages were not sent; released", extra={"users": len(unsent)})
+        return len(ids) - len(unsent), error
+
     sent = 0
+    pages = due_pages(settings, conn, now)
+    in_flight: tuple[list[int], list[tuple[list[int], Future[list[int]]]]] | None = None
     with ThreadPoolExecutor(max_workers=SENDERS) as pool:
-        for ids in due_pages(settings, conn, now):
+        while True:
+            ids = next(pages, None)  # claimed while the page before it is being sent
+            if in_flight is not None:
+                done, error = settle(*in_flight)
+                sent += done
+                if error is not None:
+                    if ids:
+                        _release(settings, conn, now, ids)  # claimed, never sent
+                    raise error
+            if ids is None:
+                break
             batches = [ids[i : i + 10] for i in range(0, len(ids), 10)]
-            unsent: list[int] = []
-            error: Exception | None = None
-            for batch, future in [(b, pool.submit(send, b)) for b in batches]:
-                try:
-                    unsent += future.result()
-                except Exception as exc:  # any failure: the batch counts as unsent (a resend is harmless)
-                    unsent += batch
-                    error = error or exc
-            if unsent:
-                _release(settings, conn, now, unsent)
-                logger.warning("some sync messages were not sent; released", extra={"users": len(unsent)})
-            sent += len(ids) - len(unsent)
-            if error is not None:
-                raise error
+            in_flight = (ids, [(b, pool.submit(send, b)) for b in batches])
     logger.info("sync fan-out done", extra={"enqueued": sent})
     return sent
 
