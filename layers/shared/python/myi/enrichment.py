@@ -24,7 +24,7 @@ import psycopg
 from myi.ingestion import apply_track_metadata
 from myi.observability import logger
 from myi.settings import Settings
-from myi.spotify.client import SpotifyClient, track_ref
+from myi.spotify.client import SpotifyClient, image_url, track_ref
 from myi.spotify.errors import SpotifyError, SpotifyRateLimited
 
 LEASE = timedelta(minutes=10)
@@ -158,10 +158,9 @@ def enrich(
                     )
                     result.not_found += 1
                     continue
-                pictures = obj.get("images") or []
                 conn.execute(
                     "UPDATE artists SET image_url = %s, updated_at = %s WHERE id = %s",
-                    (pictures[0]["url"] if pictures else "", now, artist_id),
+                    (image_url(obj) or "", now, artist_id),
                 )
                 result.resolved += 1
             _done(conn, [("artist", a) for a, _ in images.values()])

@@ -82,7 +82,7 @@ def _text(value: Any) -> str:
     return clean_name(value)
 
 
-def _image(obj: dict[str, Any]) -> str | None:
+def image_url(obj: dict[str, Any]) -> str | None:
     """The URL of an object's first (largest) image, if it has one."""
     images = obj.get("images") or []
     url = images[0].get("url") if images else None
@@ -94,7 +94,7 @@ def artist_ref(obj: dict[str, Any]) -> ArtistRef:
     it has none, as a provisional artist)."""
     try:
         ident = obj.get("id")
-        return ArtistRef(_text(obj["name"]), _text(ident) if ident else None, image_url=_image(obj))
+        return ArtistRef(_text(obj["name"]), _text(ident) if ident else None, image_url=image_url(obj))
     except (KeyError, TypeError, IndexError, AttributeError):
         raise SpotifyBadResponse("Spotify sent an artist object MYI cannot read") from None
 
@@ -109,7 +109,7 @@ def track_ref(obj: dict[str, Any]) -> TrackRef:
                 _text(album["name"]),
                 album["id"],
                 tuple(artist_ref(a) for a in album.get("artists") or []),
-                image_url=_image(album),
+                image_url=image_url(album),
                 release_date=album.get("release_date"),
             )
         return TrackRef(
