@@ -7,8 +7,11 @@ from typing import Any
 
 import psycopg
 
-from myi import migrate, users
+from myi import migrate, stats, users
 from myi.devtools import embedded
+from myi.ingestion import ingest
+from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
+from tests.fixtures.plays import at, make_user
 
 
 def _fresh_db() -> tuple[embedded.EmbeddedPostgres, str]:
@@ -95,3 +98,65 @@ def test_deleting_a_user_removes_all_their_rows(db_conn: psycopg.Connection[Any]
     kept = db_conn.execute("SELECT count(*) FROM listening_events WHERE user_id = %s", (other,)).fetchone()
     assert kept == (1,)
     assert db_conn.execute("SELECT count(*) FROM tracks").fetchone() == (1,)
+
+
+def test_migration_0011_gives_names_of_symbols_their_own_keys(db_conn: psycopg.Connection[Any]) -> None:
+    """A catalog written before 0011 keyed every name without a letter or digit to ''; the
+    migration re-keys those rows, touches no other, and the statistics stay exact."""
+    user = make_user(db_conn)
+    ed, band = ArtistRef("Ed Sheeran"), ArtistRef("!!!")
+    plays = [
+        Play(
+            TrackRef("Perfect", "0000000000000000000001", (ed,), AlbumRef("÷", artists=(ed,))),
+            at(0),
+            "extended",
+            200_000,
+        ),
+        Play(
+            TrackRef("Wallop", "0000000000000000000002", (band,), AlbumRef("Thr!!!er", artists=(band,))),
+            at(300),
+            "extended",
+            200_000,
+        ),
+        Play(TrackRef("...", None, (band,)), at(600).replace(second=0), "account", 90_000),
+    ]
+    ingest(db_conn, user, plays)
+    # the catalog as the old rule left it
+    for table in ("artists", "albums", "tracks"):
+        db_conn.execute(f"UPDATE {table} SET name_key = '' WHERE name IN ('÷', '!!!', '...')")
+    db_conn.execute("UPDATE albums SET artist_key = '' WHERE name = 'Thr!!!er'")
+    db_conn.execute("UPDATE tracks SET artist_key = '' WHERE name IN ('Wallop', '...')")
+    before = db_conn.execute(
+        "SELECT 'track', id, name FROM tracks UNION ALL SELECT 'album', id, name FROM albums"
+    ).fetchall()
+
+    migration = next(m for m in migrate.load_migrations() if m.version == 11)
+    with db_conn.transaction():
+        migration.apply(db_conn)
+
+    keys = db_conn.execute(
+        "SELECT name, name_key, artist_key FROM albums "
+        "UNION ALL SELECT name, name_key, artist_key FROM tracks "
+        "UNION ALL SELECT name, name_key, NULL FROM artists ORDER BY 1"
+    ).fetchall()
+    assert keys == [
+        ("!!!", "!!!", None),
+        ("...", "...", "!!!"),
+        ("Ed Sheeran", "ed sheeran", None),
+        ("Perfect", "perfect", "ed sheeran"),
+        ("Thr!!!er", "thr er", "!!!"),
+        ("Wallop", "wallop", "!!!"),
+        ("÷", "÷", "ed sheeran"),
+    ]
+    assert (
+        db_conn.execute(
+            "SELECT 'track', id, name FROM tracks UNION ALL SELECT 'album', id, name FROM albums"
+        ).fetchall()
+        == before
+    )
+    assert stats.verify(db_conn, user) == []
+    # the same plays again find the re-keyed rows: no new catalog row, nothing added
+    result = ingest(db_conn, user, plays)
+    assert result.added == 0
+    assert db_conn.execute("SELECT count(*) FROM tracks").fetchone() == (3,)
+    assert db_conn.execute("SELECT count(*) FROM artists").fetchone() == (2,)

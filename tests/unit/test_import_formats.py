@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from myi.catalog import name_key
 from myi.imports.formats import is_export_record, normalise
 from myi.plays import Play
 
@@ -119,3 +120,43 @@ def test_numbers_from_the_streaming_parser_are_accepted() -> None:
 def test_a_track_without_album_names_keeps_its_id() -> None:
     play = normalise(ext(master_metadata_album_album_name=None, master_metadata_album_artist_name=None))
     assert isinstance(play, Play) and play.track.album is None and play.track.artists == ()
+
+
+def test_account_datas_unknown_placeholder_is_no_track_but_a_real_name_is_a_play() -> None:
+    record = {"endTime": "2024-12-04 20:50", "msPlayed": 36_989}
+    assert (
+        normalise({**record, "artistName": "Unknown Artist", "trackName": "Unknown Track"}) == "no_track_uri"
+    )
+    for artist, track in (("Unknown Artist", "Intro"), ("Unknown Mortal Orchestra", "Unknown Track")):
+        play = normalise({**record, "artistName": artist, "trackName": track})
+        assert isinstance(play, Play) and play.track.name == track
+
+
+def test_a_music_video_with_a_track_uri_is_a_play_and_a_video_episode_is_not() -> None:
+    video = {"ts": "2023-03-01T10:00:00Z", "ms_played": 200_000, "reason_end": "trackdone"}
+    song = normalise({**video, "spotify_track_uri": "spotify:track:4NoM07yO0Luyv3OpeTwlyW"})
+    assert isinstance(song, Play) and song.track.spotify_id == "4NoM07yO0Luyv3OpeTwlyW"
+    assert (
+        normalise({**video, "spotify_episode_uri": "spotify:episode:0Z1x", "episode_name": "E"}) == "episode"
+    )
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("=", "÷", False),
+        ("!!!", "...", False),
+        ("+", "\u00d7", False),  # multiplication sign
+        ("!!!", "! ! !", False),
+        ("Beyoncé", "beyonce", True),
+        ("AC/DC", "ac dc", True),
+        ("Sigur Rós", "SIGUR ROS!", True),
+        ("ÿ", "Ÿ", True),
+        (" ÷ ", "÷", True),
+    ],
+)
+def test_a_name_key_ignores_accents_case_and_punctuation_but_is_never_empty(
+    a: str, b: str, same: bool
+) -> None:
+    assert (name_key(a) == name_key(b)) is same
+    assert name_key(a) and name_key(b)

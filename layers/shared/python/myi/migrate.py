@@ -1,6 +1,8 @@
-"""Versioned plain-SQL migrations, applied in order, once, under an advisory lock.
+"""Versioned migrations, applied in order, once, under an advisory lock.
 
-Files live in ``myi/migrations/NNNN_name.sql``. Each is applied in its own transaction together with
+Files live in ``myi/migrations/NNNN_name.sql``, or ``NNNN_name.py`` for a data change that needs
+MYI's own Python (a module defining ``apply(conn)``, such as re-keying names with
+:func:`myi.catalog.name_key`). Each is applied in its own transaction together with
 its row in ``schema_migrations``; a session-level advisory lock makes concurrent runners (two local
 starts, a deploy racing a test) wait for each other instead of applying anything twice. The same
 runner serves the tests, the local runtime and the deploy-time custom resource
@@ -22,18 +24,26 @@ from myi.observability import logger
 
 # Any constant works as long as every runner uses the same one: "MYI-MIGR" as an int8.
 MIGRATION_LOCK_ID = 0x4D59492D4D494752
-_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.(sql|py)$")
 
 
 @dataclass(frozen=True)
 class Migration:
     version: int
     name: str
-    sql: str
+    sql: str  # the file's text: SQL, or the source of a Python migration
 
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    def apply(self, conn: psycopg.Connection[Any]) -> None:
+        if not self.name.endswith(".py"):
+            conn.execute(self.sql.encode())
+            return
+        namespace: dict[str, Any] = {"__name__": f"myi.migrations.m{self.name[:-3]}"}
+        exec(compile(self.sql, self.name, "exec"), namespace)  # noqa: S102 - MYI's own file
+        namespace["apply"](conn)
 
 
 def load_migrations() -> list[Migration]:
@@ -87,7 +97,7 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
                     )
                 continue
             with conn.transaction():
-                conn.execute(migration.sql.encode())
+                migration.apply(conn)
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                     (migration.version, migration.name, migration.checksum),
