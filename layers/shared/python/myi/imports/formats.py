@@ -9,7 +9,11 @@
   ``msPlayed``; podcast files carry ``podcastName``/``episodeName`` instead.
 
 Every record becomes a :class:`~myi.plays.Play` or exactly one skip reason; API.md fixes the order:
-invalid, audiobook, episode, no_track_uri, incognito, short_play.
+invalid, audiobook, episode, no_track_uri, incognito, short_play. Rules apply by content, whatever
+the file is called: a music video in a ``Streaming_History_Video_*`` file carries its song's track
+URI and is a play of that track; a video episode is an ``episode``. An account-data record named
+"Unknown Artist" / "Unknown Track" is Spotify's placeholder for something it cannot name (a local
+file, removed content): it identifies no track, so it is ``no_track_uri``, not one shared track.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ MIN_PLAY_MS = 30_000
 # Keys that make a JSON array an export file, whatever it is called.
 _EXTENDED_KEYS = {"ts", "ms_played"}
 _ACCOUNT_KEYS = {"endTime", "msPlayed"}
+# What account data names a play it cannot identify.
+_UNKNOWN = ("Unknown Artist", "Unknown Track")
 
 
 def is_export_record(record: Any) -> bool:
@@ -151,6 +157,8 @@ def _account(r: dict[str, Any]) -> Play | SkipReason:
     artist_name, track_name = _text(r.get("artistName")), _text(r.get("trackName"))
     if artist_name is None or track_name is None:
         return "invalid"
+    if (artist_name, track_name) == _UNKNOWN:
+        return "no_track_uri"
     if ms < MIN_PLAY_MS:
         return "short_play"
     track = TrackRef(name=track_name, spotify_id=None, artists=(ArtistRef(artist_name),))
