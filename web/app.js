@@ -92,10 +92,41 @@ async function start() {
     $("avatar").onload = () => { $("avatar").hidden = false; };
     $("avatar").src = me.image_url;
   }
-  if (me.spotify_connection === "reconnect_required") {
-    say("Spotify no longer accepts MYI's access: sign in again to resume syncing.", "error");
-  }
+  showSync(me.sync);
   await Promise.all([loadWindow(), loadHistory(true), loadSpotifyTop(), loadImports()]);
+}
+
+function ago(iso) {
+  const minutes = Math.round((Date.now() - Date.parse(iso)) / 60000);
+  if (minutes < 1) return "just now";
+  if (minutes < 60) return `${minutes} min ago`;
+  const hours = Math.round(minutes / 60);
+  return hours < 48 ? `${hours} h ago` : `${Math.round(hours / 24)} days ago`;
+}
+
+// GET /me's sync health: when MYI last read Spotify, a way back in when access lapsed, and a quiet
+// word when plays may be missing (more were played between two syncs than Spotify keeps).
+function showSync(sync) {
+  const status = $("sync-status");
+  const reconnect = $("reconnect");
+  const last = sync.last_synced_at ? `Synced ${ago(sync.last_synced_at)}` : "Not synced yet";
+  status.textContent = last;
+  status.title = sync.last_synced_at ? new Date(sync.last_synced_at).toLocaleString() : "";
+  reconnect.hidden = sync.status !== "reconnect_required";
+  $("sync").hidden = sync.status === "reconnect_required";
+  if (sync.status === "reconnect_required") {
+    const back = location.pathname + location.search;
+    reconnect.href = `${API}/auth/login?${query({ return_to: back.startsWith("/") ? back : "/" })}`;
+    status.textContent = `${last} · Spotify access lapsed`;
+    say("Spotify no longer accepts MYI's access: reconnect to resume syncing.", "error");
+  } else if (sync.status === "paused") {
+    status.textContent = `${last} · Spotify is not answering; MYI keeps trying`;
+  }
+  const gaps = $("gaps");
+  gaps.hidden = !sync.possible_gaps;
+  gaps.textContent = sync.possible_gaps
+    ? `Some plays may be missing: ${number(sync.possible_gaps)} time(s) more was played between two syncs than Spotify keeps (its latest 50).`
+    : "";
 }
 
 async function loadWindow() {

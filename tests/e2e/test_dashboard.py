@@ -119,3 +119,32 @@ def test_a_person_signs_in_sees_their_top_tracks_and_uploads_a_download(
     if SCREENSHOT:
         Path(SCREENSHOT).parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=SCREENSHOT, full_page=True)
+
+
+def test_the_header_says_when_spotify_was_last_read_and_offers_a_reconnect_when_access_lapsed(
+    runtime: LocalRuntime, browser: Any, fake: FakeSpotify
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    page.goto(f"{runtime.url}/auth/login?return_to=/")
+    page.wait_for_url(f"{runtime.url}/")
+    status = page.get_by_test_id("sync-status")
+    status.wait_for()
+    fired = runtime.run_schedule("sync-fanout")
+    assert fired.status_code == 200, fired.text
+    runtime.drain(timeout_s=90)
+    page.reload()
+    status.filter(has_text="Synced").wait_for()
+    assert page.get_by_test_id("reconnect").is_hidden()
+    assert page.get_by_test_id("sync-gaps").is_hidden()
+    # Access revoked at Spotify: three rounds of the fan-out find it out.
+    fake.revoke("demo")  # the fake approves its first listener
+    fake.expire_access_tokens()
+    for _ in range(3):
+        assert runtime.run_schedule("sync-fanout").status_code == 200
+        runtime.drain(timeout_s=90)
+    page.reload()
+    reconnect = page.get_by_test_id("reconnect")
+    reconnect.wait_for()
+    assert "/auth/login?return_to=" in (reconnect.get_attribute("href") or "")
+    assert "lapsed" in status.inner_text()

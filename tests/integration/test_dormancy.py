@@ -72,7 +72,7 @@ def listener(
     """A user with a valid grant who signed in at ``last_login`` (written straight to the database)."""
     user = make_user(conn, "demo")
     store_grant(conn, keyring, user, grant_for(settings, "demo"), now=datetime.now(UTC))
-    conn.execute("UPDATE users SET last_login_at = %s WHERE id = %s", (last_login, user))
+    conn.execute("UPDATE users SET last_seen_at = %s WHERE id = %s", (last_login, user))
     return user
 
 
@@ -103,7 +103,7 @@ def test_the_fanout_sleeps_until_someone_signs_in(
     assert until is not None and until < datetime.now(UTC)
     # Someone who became active without signing in through MYI is not looked for: nothing is
     # claimed, nothing sent.
-    db_conn.execute("UPDATE users SET last_login_at = now() WHERE id = %s", (user,))
+    db_conn.execute("UPDATE users SET last_seen_at = now() WHERE id = %s", (user,))
     assert fanout(SCHEDULED, context()) == {"enqueued": 0, "dormant": True}
     assert waiting(own) == 0
     row = db_conn.execute("SELECT next_sync_at FROM users WHERE id = %s", (user,)).fetchone()
@@ -135,6 +135,7 @@ def test_an_import_keeps_the_sweep_awake_while_it_is_under_way(
     sweep = handler("import_worker")
     Dormancy(own).keep_awake(datetime.now(UTC) - timedelta(minutes=1))
     user = make_user(db_conn)
+    db_conn.execute("UPDATE users SET last_seen_at = now() WHERE id = %s", (user,))  # seen: no news
     refused = signed_in(db_conn, own, user).request(
         "POST", "/me/imports", body={"filename": "my_spotify_data.zip", "size_bytes": 0}
     )
@@ -146,3 +147,30 @@ def test_an_import_keeps_the_sweep_awake_while_it_is_under_way(
     assert sweep(SCHEDULED, context()) == {"stuck_failed": 0, "abandoned": 0, "live": 1}
     until = Dormancy(own).awake_until()
     assert until is not None and until > datetime.now(UTC) + timedelta(hours=23)
+
+
+def test_a_user_seen_long_after_their_last_sign_in_wakes_the_schedules_and_is_synced(
+    own: Settings, db_conn: psycopg.Connection[Any], keyring: KeyRing
+) -> None:
+    """Someone who signed in 40 days ago and opens the dashboard today is active: seen by that
+    request (written once an hour at most), so the fan-out syncs them."""
+    fanout = handler("sync_fanout")
+    forty_days_ago = datetime.now(UTC) - timedelta(days=40)
+    user = listener(db_conn, own, keyring, forty_days_ago)
+    db_conn.execute("UPDATE users SET last_login_at = %s WHERE id = %s", (forty_days_ago, user))
+    Dormancy(own).keep_awake(datetime.now(UTC) - timedelta(minutes=1))
+    assert fanout(SCHEDULED, context()) == {"enqueued": 0, "dormant": True}
+
+    assert signed_in(db_conn, own, user).request("GET", "/me").status == 200
+    seen = db_conn.execute("SELECT last_seen_at, last_login_at FROM users WHERE id = %s", (user,)).fetchone()
+    assert (
+        seen is not None and seen[0] > datetime.now(UTC) - timedelta(minutes=1) and seen[1] == forty_days_ago
+    )
+    assert not Dormancy(own).dormant()
+    assert fanout(SCHEDULED, context()) == {"enqueued": 1}
+
+    # within the hour, further requests write nothing
+    db_conn.execute("UPDATE users SET last_seen_at = now() - interval '30 minutes' WHERE id = %s", (user,))
+    before = db_conn.execute("SELECT last_seen_at FROM users WHERE id = %s", (user,)).fetchone()
+    assert signed_in(db_conn, own, user).request("GET", "/me").status == 200
+    assert db_conn.execute("SELECT last_seen_at FROM users WHERE id = %s", (user,)).fetchone() == before

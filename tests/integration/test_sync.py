@@ -67,7 +67,7 @@ def deps(db_conn: Any, sync_settings: Settings, keyring: KeyRing) -> Iterator[Sy
 
 def signed_in(deps: SyncDeps, spotify_id: str = "demo") -> int:
     user = make_user(deps.conn, spotify_id)
-    deps.conn.execute("UPDATE users SET last_login_at = now() WHERE id = %s", (user,))
+    deps.conn.execute("UPDATE users SET last_seen_at = now() WHERE id = %s", (user,))
     store_grant(
         deps.conn, deps.tokens._keyring(), user, grant_for(deps.settings, spotify_id), now=datetime.now(UTC)
     )
@@ -193,7 +193,8 @@ def test_a_full_page_after_the_cursor_is_counted_as_a_possible_gap(
     row = deps.conn.execute(
         "SELECT sync_gaps, sync_full_pages, sync_interval_s FROM users WHERE id = %s", (user,)
     ).fetchone()
-    assert row is not None and row[0] == 1 and row[1] == 2 and row[2] == 300
+    assert row is not None and row[0] == 1 and row[1] == 2
+    assert deps.settings.sync_cooldown_s <= row[2] <= deps.settings.sync_max_interval_s
 
 
 def test_a_read_on_message_reads_after_its_page_before_the_cursor_has_moved(
@@ -331,16 +332,16 @@ def test_a_deleted_user_is_dropped(deps: SyncDeps, fake_spotify: FakeSpotify) ->
 def test_fanout_enqueues_exactly_the_users_who_are_due(deps: SyncDeps) -> None:
     due = signed_in(deps, "demo")
     inactive = signed_in(deps, "ana")
-    deps.conn.execute(
-        "UPDATE users SET last_login_at = now() - interval '40 days' WHERE id = %s", (inactive,)
-    )
-    recent = signed_in(deps, "mika")
+    deps.conn.execute("UPDATE users SET last_seen_at = now() - interval '40 days' WHERE id = %s", (inactive,))
+    recent = signed_in(deps, "mika")  # synced a minute ago: its worker set its next sync time
     settings = deps.settings.replace(sync_cooldown_s=600)
     deps.conn.execute(
-        "UPDATE users SET last_ingested_at = now() - interval '1 minute' WHERE id = %s", (recent,)
+        "UPDATE users SET last_ingested_at = now() - interval '1 minute', "
+        "next_sync_at = now() + interval '9 minutes' WHERE id = %s",
+        (recent,),
     )
     never = make_user(deps.conn, "no-grant")
-    deps.conn.execute("UPDATE users SET last_login_at = now() WHERE id = %s", (never,))
+    deps.conn.execute("UPDATE users SET last_seen_at = now() WHERE id = %s", (never,))
     assert fanout(settings, deps.conn, deps.sqs, rng=Lowest()) == 1
     assert queued(deps) == [{"user_id": due}]
     assert (
@@ -350,7 +351,7 @@ def test_fanout_enqueues_exactly_the_users_who_are_due(deps: SyncDeps) -> None:
 
 def test_fanout_sends_every_page_with_a_connection_per_sender(deps: SyncDeps) -> None:
     users = [make_user(deps.conn, f"paged-{i}") for i in range(23)]
-    deps.conn.execute("UPDATE users SET last_login_at = now() WHERE id = ANY (%s)", (users,))
+    deps.conn.execute("UPDATE users SET last_seen_at = now() WHERE id = ANY (%s)", (users,))
     deps.conn.execute(  # a grant each: the fan-out reads no token
         """
         INSERT INTO spotify_auth (user_id, refresh_token_enc, refresh_key_version)
@@ -436,7 +437,7 @@ class Refusing:
 
 def due_users(deps: SyncDeps, n: int, prefix: str) -> list[int]:
     users = [make_user(deps.conn, f"{prefix}-{i}") for i in range(n)]
-    deps.conn.execute("UPDATE users SET last_login_at = now() WHERE id = ANY (%s)", (users,))
+    deps.conn.execute("UPDATE users SET last_seen_at = now() WHERE id = ANY (%s)", (users,))
     deps.conn.execute(
         """
         INSERT INTO spotify_auth (user_id, refresh_token_enc, refresh_key_version)
@@ -508,3 +509,143 @@ def test_the_shared_budget_holds_under_concurrent_workers(
         t.join()
     assert fake_spotify.calls("/v1/") == 6
     assert outcomes.count("synced") == 6 and outcomes.count("rate_limited") == 6
+
+
+# --- the cadence contract (API.md: SYNC_COOLDOWN_SECONDS and SYNC_MAX_INTERVAL_SECONDS) ----------
+def fan_out_and_run(deps: SyncDeps) -> list[str]:
+    """One fan-out, then every message it sent run by the worker: the outcomes' statuses."""
+    fanout(deps.settings, deps.conn, deps.sqs, rng=Lowest())
+    outcomes = [handle_message(deps, json.dumps(body)) for body in queued(deps)]
+    return [o.status for o in outcomes if o is not None]
+
+
+def played_since(deps: SyncDeps, fake: FakeSpotify, user: int, n: int) -> None:
+    """``n`` new plays at Spotify, a second apart after the user's cursor."""
+    cursor = cursor_of(deps.conn, user) or datetime.now(UTC) - timedelta(hours=1)
+    tracks = list(fake.world.tracks)
+    for i in range(n):
+        fake.world.add_play("demo", tracks[i % len(tracks)], cursor + timedelta(seconds=i + 1))
+
+
+def caught_up(deps: SyncDeps, user: int) -> None:
+    """Synced until the page is no longer full (the demo world holds more than one), queue empty."""
+    while sync_user(deps, user).requeued:
+        pass
+    queued(deps)
+
+
+def test_with_both_bounds_at_zero_every_fan_out_syncs_the_user(
+    deps: SyncDeps, fake_spotify: FakeSpotify
+) -> None:
+    deps.settings = deps.settings.replace(sync_cooldown_s=0, sync_max_interval_s=0)
+    user = signed_in(deps)
+    caught_up(deps, user)
+    assert fan_out_and_run(deps) == ["synced"]
+    for _ in range(3):
+        played_since(deps, fake_spotify, user, 10)
+        before = events(deps.conn, user)
+        assert fan_out_and_run(deps) == ["synced"]
+        assert events(deps.conn, user) == before + 10  # ten new plays fetched by the next round
+
+
+def test_the_next_sync_lies_between_the_cooldown_and_the_maximum(
+    deps: SyncDeps, fake_spotify: FakeSpotify
+) -> None:
+    deps.settings = deps.settings.replace(
+        sync_cooldown_s=600, sync_max_interval_s=5400, sync_fanout_period_s=0
+    )
+    user = signed_in(deps)
+    caught_up(deps, user)
+    for n in (10, 0, 30):
+        played_since(deps, fake_spotify, user, n)
+        before = datetime.now(UTC)
+        assert sync_user(deps, user).status == "synced"
+        row = deps.conn.execute(
+            "SELECT sync_interval_s, next_sync_at FROM users WHERE id = %s", (user,)
+        ).fetchone()
+        assert row is not None and 600 <= row[0] <= 5400
+        assert before + timedelta(seconds=row[0]) <= row[1] <= datetime.now(UTC) + timedelta(seconds=row[0])
+    assert fan_out_and_run(deps) == []  # not due yet
+
+
+def test_a_failed_sync_is_retried_at_the_next_fan_out_after_the_cooldown(
+    deps: SyncDeps, fake_spotify: FakeSpotify
+) -> None:
+    deps.settings = deps.settings.replace(sync_cooldown_s=0, sync_max_interval_s=0)
+    user = signed_in(deps)
+    fake_spotify.expire_access_tokens()
+    fake_spotify.inject("/api/token", status=503, times=2 * 3)  # each refresh tries three times
+    assert fan_out_and_run(deps) == ["failed"]
+    assert fan_out_and_run(deps) == ["failed"]
+    failures = deps.conn.execute("SELECT sync_failures FROM users WHERE id = %s", (user,)).fetchone()
+    assert failures == (2,)
+    assert fan_out_and_run(deps) == ["synced"]  # Spotify is back: retried, refreshed, synced
+    row = deps.conn.execute(
+        "SELECT u.sync_failures, a.is_valid FROM users u "
+        "JOIN spotify_auth a ON a.user_id = u.id WHERE u.id = %s",
+        (user,),
+    ).fetchone()
+    assert row == (0, True) and events(deps.conn, user) == 50
+
+
+def test_a_failed_sync_backs_off_below_the_maximum(deps: SyncDeps, fake_spotify: FakeSpotify) -> None:
+    deps.settings = deps.settings.replace(sync_cooldown_s=600, sync_max_interval_s=3600)
+    user = signed_in(deps)
+    fake_spotify.inject("/v1/me/player/recently-played", status=503, times=100)
+    waits = []
+    for _ in range(5):
+        before = datetime.now(UTC)
+        assert sync_user(deps, user).status == "failed"
+        row = deps.conn.execute("SELECT next_sync_at FROM users WHERE id = %s", (user,)).fetchone()
+        assert row is not None
+        waits.append(round((row[0] - before).total_seconds() / 60))
+    assert waits == [10, 20, 30, 30, 30]  # the cooldown, doubled, below the maximum (half of it)
+
+
+def test_a_revoked_grant_is_found_out_within_three_fan_outs(
+    deps: SyncDeps, fake_spotify: FakeSpotify
+) -> None:
+    deps.settings = deps.settings.replace(sync_cooldown_s=0, sync_max_interval_s=0)
+    user = signed_in(deps)
+    fake_spotify.expire_access_tokens()
+    fake_spotify.revoke("demo")
+    assert [fan_out_and_run(deps) for _ in range(3)] == [["no_grant"]] * 3
+    status = deps.conn.execute("SELECT is_valid FROM spotify_auth WHERE user_id = %s", (user,)).fetchone()
+    assert status == (False,)
+    assert fan_out_and_run(deps) == []  # quarantined: no longer sent
+
+
+def test_a_sync_planned_before_the_next_fan_out_comes_by_the_workers_own_message(
+    deps: SyncDeps, fake_spotify: FakeSpotify
+) -> None:
+    deps.settings = deps.settings.replace(
+        sync_cooldown_s=600, sync_max_interval_s=7200, sync_fanout_period_s=3600
+    )
+    user = signed_in(deps)
+    caught_up(deps, user)
+    deps.conn.execute(  # a heavy listener: 40 plays in every hour of the day
+        "UPDATE users SET sync_profile = %s, sync_profile_at = now() WHERE id = %s", ([40.0] * 24, user)
+    )
+    before = events(deps.conn, user)
+    outcome = sync_user(deps, user)
+    interval = deps.conn.execute("SELECT sync_interval_s FROM users WHERE id = %s", (user,)).fetchone()
+    assert outcome.status == "synced" and interval is not None and 600 <= interval[0] < 3600
+    delayed = deps.sqs.get_queue_attributes(
+        QueueUrl=deps.settings.sync_queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]["ApproximateNumberOfMessagesDelayed"]
+    assert delayed == "1"  # its own message, delayed as long as SQS allows
+    deps.sqs.purge_queue(QueueUrl=deps.settings.sync_queue_url)
+    own = [{"user_id": user, "due": int(datetime.now(UTC).timestamp()) + interval[0]}]
+    assert fan_out_and_run(deps) == []  # the fan-out leaves them to that message
+    # Early (SQS delays at most 15 minutes): it waits on without calling Spotify.
+    fake_spotify.reset_calls()
+    assert handle_message(deps, json.dumps(own[0])).status == "waiting"  # type: ignore[union-attr]
+    waiting = deps.sqs.get_queue_attributes(
+        QueueUrl=deps.settings.sync_queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]["ApproximateNumberOfMessagesDelayed"]
+    assert fake_spotify.calls() == 0 and waiting == "1"
+    # On time, it syncs.
+    played_since(deps, fake_spotify, user, 5)
+    on_time = {**own[0], "due": int(datetime.now(UTC).timestamp())}
+    assert handle_message(deps, json.dumps(on_time)).status == "synced"  # type: ignore[union-attr]
+    assert events(deps.conn, user) == before + 5

@@ -42,7 +42,7 @@ def deps(db_conn: Any, spotify_settings: Settings, keyring: KeyRing) -> Iterator
 
 def signed_in(deps: toplists.TopDeps, spotify_id: str = "demo", last_login: timedelta = timedelta(0)) -> int:
     user = make_user(deps.conn, spotify_id)
-    deps.conn.execute("UPDATE users SET last_login_at = now() - %s WHERE id = %s", (last_login, user))
+    deps.conn.execute("UPDATE users SET last_seen_at = now() - %s WHERE id = %s", (last_login, user))
     store_grant(
         deps.conn, deps.tokens._keyring(), user, grant_for(deps.settings, spotify_id), now=datetime.now(UTC)
     )

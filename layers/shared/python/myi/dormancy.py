@@ -6,11 +6,12 @@ keeps a personal deployment's database awake a tenth of the time. The sync fan-o
 enrichment sweeps and the top-list sweep only have work while someone uses MYI, so the state table
 keeps one item, the time until which someone may (``awake_until``):
 
-- a sign-in keeps MYI awake for ``SYNC_ACTIVE_DAYS`` (the fan-out's window of recent sign-ins);
+- a sign-in, or a user being seen (``users.last_seen_at`` moving, at most hourly per user), keeps
+  MYI awake for ``SYNC_ACTIVE_DAYS`` (the fan-out's window of users seen);
 - a new import keeps it awake for a day, and an import sweep that still sees live imports for
   another;
-- a fan-out moves it to its newest signed-in user's sign-in plus that window (which heals the item
-  of a deployment that predates it).
+- a fan-out moves it to the newest time a user with a grant was seen plus that window (which heals
+  the item of a deployment that predates it).
 
 The time only ever moves later. Once it has passed, those schedules return without connecting.
 A missing item (a new deployment, before its first fan-out) or an unreadable table lets them run:
@@ -51,6 +52,14 @@ class Dormancy:
 
     def signed_in(self, now: datetime) -> None:
         self.keep_awake(now + timedelta(days=self._settings.sync_active_days))
+
+    def seen(self, now: datetime) -> None:
+        """A signed-in user used MYI (at most hourly per user): as a sign-in, but never a failed
+        request because the state table could not be written."""
+        try:
+            self.signed_in(now)
+        except Exception as exc:  # the sweep heals the item; the user's request must not fail
+            logger.warning("dormancy not moved on", extra={"reason": type(exc).__name__})
 
     def importing(self, now: datetime) -> None:
         self.keep_awake(now + timedelta(days=1))

@@ -126,6 +126,8 @@ class Settings:
 
     # --- sync, enrichment, top lists -----------------------------------------------------------
     sync_cooldown_s: int = 600
+    sync_max_interval_s: int = 3600
+    sync_fanout_period_s: int = 900  # how often the sync-fanout schedule runs (the wiring's rate)
     sync_active_days: int = 30
     sync_manual_interval_s: int = 60
     sync_fanout_page_size: int = 5000
@@ -196,6 +198,8 @@ class Settings:
             import_stuck_s=_int(env, "IMPORT_STUCK_SECONDS", d.import_stuck_s),
             upload_retention_days=_int(env, "UPLOAD_RETENTION_DAYS", d.upload_retention_days),
             sync_cooldown_s=_int(env, "SYNC_COOLDOWN_SECONDS", d.sync_cooldown_s),
+            sync_max_interval_s=_int(env, "SYNC_MAX_INTERVAL_SECONDS", d.sync_max_interval_s),
+            sync_fanout_period_s=_int(env, "SYNC_FANOUT_PERIOD_SECONDS", d.sync_fanout_period_s),
             sync_active_days=_int(env, "SYNC_ACTIVE_DAYS", d.sync_active_days),
             sync_manual_interval_s=_int(env, "SYNC_MANUAL_INTERVAL_SECONDS", d.sync_manual_interval_s),
             sync_fanout_page_size=_int(env, "SYNC_FANOUT_PAGE_SIZE", d.sync_fanout_page_size),

@@ -1,15 +1,21 @@
 """Listening sync: the fan-out that picks who to sync, and the worker that syncs one user.
 
 Spotify offers no push and ``recently-played`` holds only the latest 50 plays, so MYI polls: the
-``sync-fanout`` schedule enqueues every user who is due (a valid grant, a login within
-``SYNC_ACTIVE_DAYS``, the last sync older than ``SYNC_COOLDOWN_SECONDS`` and their own adaptive
-``next_sync_at`` reached), and the worker reads ``recently-played`` after the user's cursor,
-ingests the plays (source ``api``, ``ms_played`` estimated) and moves the cursor, in the
-transaction that stores them.
+``sync-fanout`` schedule enqueues every user who is due (a valid grant, seen within
+``SYNC_ACTIVE_DAYS``, their ``next_sync_at`` reached), and the worker reads ``recently-played``
+after the user's cursor, ingests the plays (source ``api``, ``ms_played`` estimated) and moves the
+cursor, in the transaction that stores them.
 
-Cadence adapts per user: a full page (50 plays since the last sync) halves the user's interval and
-re-enqueues them at once to read on; a quiet page lengthens it. A full page after a cursor may
-mean plays were lost before MYI saw them: it is counted in ``users.sync_gaps`` and logged.
+The fan-out claims the users it enqueues (``next_sync_at`` moves past the message's delivery), and
+the worker, when it finishes, success or failure, sets the next sync time: from the user's own
+listening rate (:mod:`myi.cadence`, between ``SYNC_COOLDOWN_SECONDS`` and
+``SYNC_MAX_INTERVAL_SECONDS``); after a transient failure, the cooldown with a back-off for
+repeated failures; after an ``invalid_grant``, the cooldown (three of them quarantine the grant,
+within three fan-outs). A planned sync that would come before the next fan-out is reached by a
+delayed message of the worker's own (``due``), which waits on in the queue, without calling
+Spotify, until its time. A full page (50 plays since the last sync) re-enqueues the user at once
+to read on; after a cursor it may mean plays were lost before MYI saw them: it is counted in
+``users.sync_gaps`` and logged.
 
 The message that reads on carries its cursor (``after``: the page's newest play, in ms), so it is
 sent while the page is being stored (once it is staged, while the database writes it): delivered
@@ -21,8 +27,10 @@ is lost.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
 import random
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -32,18 +40,21 @@ from typing import Any
 
 import psycopg
 
-from myi import enrichment
+from myi import cadence, enrichment
 from myi.auth.tokens import GrantUnavailable, TokenManager
 from myi.ingestion import IngestResult, ingest
 from myi.observability import logger, metrics
 from myi.plays import Play
 from myi.settings import Settings
 from myi.spotify.client import SpotifyClient
-from myi.spotify.errors import SpotifyRateLimited
+from myi.spotify.errors import SpotifyError, SpotifyRateLimited
 
-PAGE = 50
-MIN_INTERVAL_S = 300
+PAGE = cadence.PAGE
 MAX_SQS_DELAY_S = 900
+# How long a message in flight holds its user: a fan-out's (its delay, then a worker's run, or
+# SQS's redelivery of a message whose worker died) or a worker's own delayed message.
+CLAIM_S = 900
+PROFILE_MAX_AGE = timedelta(days=1)
 # The fan-out's SendMessageBatch calls in flight: at 10 to 20 ms each, 32 send 100,000 users in
 # a few seconds. (The AWS clients' connection pools hold as many: see myi.aws.)
 SENDERS = 32
@@ -62,7 +73,7 @@ class SyncDeps:
 
 @dataclass(frozen=True)
 class SyncOutcome:
-    status: str  # synced | no_grant | no_user | rate_limited
+    status: str  # synced | no_grant | no_user | rate_limited | failed | waiting
     result: IngestResult = field(default_factory=IngestResult)
     fetched: int = 0
     requeued: bool = False
@@ -73,21 +84,30 @@ def _queue(settings: Settings) -> str:
 
 
 def enqueue(
-    deps_sqs: Any, settings: Settings, user_id: int, delay_s: int = 0, *, after_ms: int | None = None
+    deps_sqs: Any,
+    settings: Settings,
+    user_id: int,
+    delay_s: int = 0,
+    *,
+    after_ms: int | None = None,
+    due: int | None = None,
 ) -> None:
-    """A sync of ``user_id`` (reading on from ``after_ms`` at least, when given)."""
+    """A sync of ``user_id`` (reading on from ``after_ms`` at least, when given; not before the
+    unix time ``due``, when given: the message waits on in the queue until then)."""
     deps_sqs.send_message(
         QueueUrl=_queue(settings),
-        MessageBody=_body(user_id, after_ms),
+        MessageBody=_body(user_id, after_ms, due),
         DelaySeconds=max(0, min(MAX_SQS_DELAY_S, int(delay_s))),
     )
 
 
-def _body(user_id: int, after_ms: int | None = None) -> str:
+def _body(user_id: int, after_ms: int | None = None, due: int | None = None) -> str:
     """A sync queue message (read by :func:`handle_message`)."""
     body: dict[str, int] = {"user_id": user_id}
     if after_ms is not None:
         body["after"] = after_ms
+    if due is not None:
+        body["due"] = due
     return json.dumps(body)
 
 
@@ -110,13 +130,17 @@ _LAST_MS = 253_402_300_799_999  # 9999-12-31 23:59:59.999 UTC, the last millisec
 
 def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> SyncOutcome:
     """One sync of one user: read on from their cursor (or from ``after_ms``, a read-on message's,
-    when that is later), ingest, move the cursor and the cadence."""
+    when that is later), ingest, move the cursor and set the next sync time, whatever happens."""
     conn, s = deps.conn, deps.settings
-    row = conn.execute("SELECT sync_cursor, sync_interval_s FROM users WHERE id = %s", (user_id,)).fetchone()
+    row = conn.execute(
+        "SELECT sync_cursor, last_ingested_at, sync_failures, sync_profile, sync_profile_at "
+        "FROM users WHERE id = %s",
+        (user_id,),
+    ).fetchone()
     if row is None:
         logger.info("sync for a user who no longer exists; dropped", extra={"user_id": user_id})
         return SyncOutcome("no_user")
-    cursor, interval = row[0], row[1] or s.sync_cooldown_s or MIN_INTERVAL_S
+    cursor, last_synced, failures, rates, profiled_at = row
     follows = None if after_ms is None else _at(after_ms)
     if follows is not None and (cursor is None or follows > cursor):
         cursor = follows
@@ -125,15 +149,40 @@ def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> S
             deps.tokens.token_source(user_id), after_ms=_ms(cursor) if cursor else None
         )
     except GrantUnavailable:
-        logger.info(
-            "no usable grant; the user is not synced until they sign in again", extra={"user_id": user_id}
-        )
+        # quarantined, or an invalid_grant counted towards it: due again after the cooldown only,
+        # so that a revoked grant is found out within three fan-outs
+        _set_next(conn, user_id, deps.clock() + timedelta(seconds=s.sync_cooldown_s))
+        logger.info("no usable grant for now", extra={"user_id": user_id})
         return SyncOutcome("no_grant")
     except SpotifyRateLimited as exc:
         delay = int(exc.retry_after_s or 1) + deps.rng.randint(0, 10)
         enqueue(deps.sqs, s, user_id, delay)
+        _set_next(conn, user_id, deps.clock() + timedelta(seconds=delay + CLAIM_S))
         logger.info("Spotify rate limit: sync retried later", extra={"user_id": user_id, "delay_s": delay})
         return SyncOutcome("rate_limited", requeued=True)
+    except SpotifyError as exc:  # down, or answering nonsense: retried, never mistaken for revocation
+        wait_s = cadence.retry_delay(failures + 1, cooldown_s=s.sync_cooldown_s, max_s=s.sync_max_interval_s)
+        conn.execute(
+            "UPDATE users SET sync_failures = sync_failures + 1, next_sync_at = %s WHERE id = %s",
+            (deps.clock() + timedelta(seconds=wait_s), user_id),
+        )
+        logger.warning(
+            "sync failed; retried later",
+            extra={
+                "user_id": user_id,
+                "reason": type(exc).__name__,
+                "failures": failures + 1,
+                "retry_s": wait_s,
+            },
+        )
+        metrics.add_metric(name="SyncFailures", unit="Count", value=1)
+        return SyncOutcome("failed")
+    except Exception:
+        # not Spotify's doing (the database, a bug): the message comes back, and the user is due
+        # again after the cooldown should it not
+        with contextlib.suppress(Exception):
+            _set_next(conn, user_id, deps.clock() + timedelta(seconds=s.sync_cooldown_s))
+        raise
     full = len(page) >= PAGE
     newest = max((p.played_at for p in page), default=None)
     read_on: list[Future[None]] = []
@@ -145,16 +194,26 @@ def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> S
 
     now = deps.clock()
     gap = full and cursor is not None
-    interval = (
-        max(MIN_INTERVAL_S, interval // 2) if full else min(max(s.sync_cooldown_s, 3600), int(interval * 1.5))
+    if profiled_at is None or now - profiled_at >= PROFILE_MAX_AGE:
+        rates, profiled_at = _profile(conn, user_id, now), now
+    since = None if last_synced is None else (now - last_synced).total_seconds()
+    interval = cadence.next_interval(
+        None if rates is None else tuple(rates),
+        now,
+        recent_rate=cadence.page_rate(len(page), since),
+        cooldown_s=s.sync_cooldown_s,
+        max_s=s.sync_max_interval_s,
     )
+    own = not full and cadence.reaches_before_fanout(interval, s.sync_fanout_period_s)
+    next_at = now + timedelta(seconds=interval + (CLAIM_S if own else 0))
     # The cursor and the cadence move in the transaction that stores the page.
     moved = (
         """
         UPDATE users SET last_ingested_at = %(now)s,
                sync_cursor = CASE WHEN %(follows)s::timestamptz IS NULL OR sync_cursor >= %(follows)s
                                   THEN GREATEST(sync_cursor, %(newest)s) ELSE sync_cursor END,
-               sync_interval_s = %(interval)s, next_sync_at = %(next)s,
+               sync_interval_s = %(interval)s, next_sync_at = %(next)s, sync_failures = 0,
+               sync_profile = %(rates)s, sync_profile_at = %(profiled_at)s,
                sync_full_pages = sync_full_pages + %(full)s, sync_gaps = sync_gaps + %(gap)s
          WHERE id = %(user)s
         """,
@@ -163,7 +222,9 @@ def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> S
             "newest": newest,
             "follows": follows,
             "interval": interval,
-            "next": now + timedelta(seconds=interval),
+            "next": next_at,
+            "rates": None if rates is None else list(rates),
+            "profiled_at": profiled_at,
             "full": int(full),
             "gap": int(gap),
             "user": user_id,
@@ -180,6 +241,9 @@ def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> S
         wait(read_on)  # no send outlives its message
     for sent in read_on:
         sent.result()  # a failed send fails the message: it comes back and reads on from the cursor
+    if own:
+        due = int((now + timedelta(seconds=interval)).timestamp())
+        enqueue(deps.sqs, s, user_id, interval, due=due)
     if gap:
         oldest = min(p.played_at for p in page)
         logger.warning(
@@ -189,7 +253,22 @@ def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> S
         metrics.add_metric(name="SyncPossibleGaps", unit="Count", value=1)
     if result.gaps:  # new tracks or artists to complete
         enrichment.request(deps.sqs, s)
-    return SyncOutcome("synced", result, len(page), requeued=full)
+    return SyncOutcome("synced", result, len(page), requeued=full or own)
+
+
+def _set_next(conn: psycopg.Connection[Any], user_id: int, at: datetime) -> None:
+    conn.execute("UPDATE users SET next_sync_at = %s WHERE id = %s", (at, user_id))
+
+
+def _profile(conn: psycopg.Connection[Any], user_id: int, now: datetime) -> cadence.Profile | None:
+    """The user's listening profile (:func:`myi.cadence.profile`) from their stored plays of the
+    last four weeks, counted per UTC clock hour (one indexed range of the user's events)."""
+    rows = conn.execute(
+        "SELECT date_bin('1 hour', played_at, TIMESTAMPTZ '2000-01-01 00:00Z') AS h, count(*) "
+        "FROM listening_events WHERE user_id = %s AND played_at >= %s AND played_at <= %s GROUP BY h",
+        (user_id, now - cadence.HISTORY, now),
+    ).fetchall()
+    return cadence.profile(((h.astimezone(UTC), int(n)) for h, n in rows), now)
 
 
 def handle_message(deps: SyncDeps, body: str) -> SyncOutcome | None:
@@ -200,15 +279,26 @@ def handle_message(deps: SyncDeps, body: str) -> SyncOutcome | None:
         after_ms = None if after is None else int(after)
         if after_ms is not None and not 0 <= after_ms <= _LAST_MS:
             raise ValueError(after_ms)
+        due = message.get("due")
+        due_s = None if due is None else int(due)
+        if due_s is not None and not 0 <= due_s <= _LAST_MS // 1000:
+            raise ValueError(due_s)
     except (ValueError, KeyError, TypeError, AttributeError):
         logger.warning("sync queue message without a user id or with a bad cursor; dropped")
         return None
+    if due_s is not None:
+        left = due_s - deps.clock().timestamp()
+        if left > 1:  # not yet: wait on in the queue, without calling Spotify or the database
+            enqueue(deps.sqs, deps.settings, user_id, math.ceil(left), after_ms=after_ms, due=due_s)
+            return SyncOutcome("waiting", requeued=True)
     return sync_user(deps, user_id, after_ms=after_ms)
 
 
 def _claimed_until(settings: Settings, now: datetime) -> datetime:
-    """Until when a fan-out started at ``now`` claims the users it selects."""
-    return now + timedelta(seconds=max(settings.sync_cooldown_s, 60))
+    """Until when a fan-out started at ``now`` claims the users it selects: while their message is in
+    flight. The worker sets the next sync time when it is done, so this matters only for a message
+    that is lost."""
+    return now + timedelta(seconds=settings.sync_max_delay_s + CLAIM_S)
 
 
 def due_pages(settings: Settings, conn: psycopg.Connection[Any], now: datetime) -> Iterator[list[int]]:
@@ -222,8 +312,7 @@ def due_pages(settings: Settings, conn: psycopg.Connection[Any], now: datetime) 
             WITH due AS (
                 SELECT u.id FROM users u
                   JOIN spotify_auth a ON a.user_id = u.id AND a.is_valid
-                 WHERE u.id > %(after)s AND u.last_login_at >= %(active)s
-                   AND (u.last_ingested_at IS NULL OR u.last_ingested_at <= %(cool)s)
+                 WHERE u.id > %(after)s AND u.last_seen_at >= %(active)s
                    AND (u.next_sync_at IS NULL OR u.next_sync_at <= %(now)s)
                  ORDER BY u.id LIMIT %(page)s
             )
@@ -232,7 +321,6 @@ def due_pages(settings: Settings, conn: psycopg.Connection[Any], now: datetime) 
             {
                 "after": last_id,
                 "active": now - timedelta(days=settings.sync_active_days),
-                "cool": now - timedelta(seconds=settings.sync_cooldown_s),
                 "now": now,
                 "page": settings.sync_fanout_page_size,
                 "claimed": _claimed_until(settings, now),
@@ -327,10 +415,10 @@ def _release(settings: Settings, conn: psycopg.Connection[Any], now: datetime, u
 
 
 def active_until(settings: Settings, conn: psycopg.Connection[Any]) -> datetime | None:
-    """Until when someone may be due: the newest sign-in of a user with a valid grant, plus the
+    """Until when someone may be due: the newest time a user with a valid grant was seen, plus the
     fan-out's window (``SYNC_ACTIVE_DAYS``); None when nobody has a valid grant."""
     row = conn.execute(
-        "SELECT max(u.last_login_at) FROM users u JOIN spotify_auth a ON a.user_id = u.id AND a.is_valid"
+        "SELECT max(u.last_seen_at) FROM users u JOIN spotify_auth a ON a.user_id = u.id AND a.is_valid"
     ).fetchone()
     if row is None or row[0] is None:
         return None

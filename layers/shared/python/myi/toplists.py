@@ -29,10 +29,11 @@ KINDS = ("tracks", "artists")
 TERMS = ("short_term", "medium_term", "long_term")
 
 
-def tier(last_login_at: datetime | None, now: datetime) -> int:
-    if last_login_at is None:
+def tier(last_seen_at: datetime | None, now: datetime) -> int:
+    """Activity tier from when the user was last seen (signed in or used MYI)."""
+    if last_seen_at is None:
         return 3
-    age = now - last_login_at
+    age = now - last_seen_at
     return 1 if age <= timedelta(hours=48) else 2 if age <= timedelta(days=7) else 3
 
 
@@ -52,7 +53,7 @@ def refreshed_at(conn: psycopg.Connection[Any], user_id: int, kind: str, term: s
 def is_stale(
     settings: Settings, conn: psycopg.Connection[Any], user_id: int, kind: str, term: str, now: datetime
 ) -> bool:
-    row = conn.execute("SELECT last_login_at FROM users WHERE id = %s", (user_id,)).fetchone()
+    row = conn.execute("SELECT last_seen_at FROM users WHERE id = %s", (user_id,)).fetchone()
     if row is None:
         return False
     at = refreshed_at(conn, user_id, kind, term)
@@ -227,9 +228,9 @@ def sweep(settings: Settings, conn: psycopg.Connection[Any], sqs: Any, *, now: d
     rows = conn.execute(
         """
         SELECT u.id FROM users u JOIN spotify_auth a ON a.user_id = u.id AND a.is_valid
-         WHERE u.last_login_at >= %(tier2)s
+         WHERE u.last_seen_at >= %(tier2)s
            AND (SELECT count(*) FROM spotify_top_refresh r WHERE r.user_id = u.id
-                   AND r.refreshed_at > %(now)s - CASE WHEN u.last_login_at >= %(tier1)s
+                   AND r.refreshed_at > %(now)s - CASE WHEN u.last_seen_at >= %(tier1)s
                                                        THEN %(age1)s ELSE %(age2)s END) < 6
         """,
         {

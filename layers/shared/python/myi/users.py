@@ -20,11 +20,13 @@ def upsert_from_profile(conn: psycopg.Connection[Any], profile: SpotifyProfile, 
     """The user of a Spotify profile, created at first sign-in; name and image follow Spotify's."""
     row = conn.execute(
         """
-        INSERT INTO users (spotify_id, display_name, image_url, last_login_at, created_at, updated_at)
-        VALUES (%(sid)s, %(name)s, %(image)s, %(now)s, %(now)s, %(now)s)
+        INSERT INTO users (spotify_id, display_name, image_url, last_login_at, last_seen_at, created_at,
+                           updated_at)
+        VALUES (%(sid)s, %(name)s, %(image)s, %(now)s, %(now)s, %(now)s, %(now)s)
         ON CONFLICT (spotify_id) DO UPDATE SET
             display_name = EXCLUDED.display_name, image_url = EXCLUDED.image_url,
-            last_login_at = EXCLUDED.last_login_at, updated_at = EXCLUDED.updated_at
+            last_login_at = EXCLUDED.last_login_at, last_seen_at = EXCLUDED.last_seen_at,
+            updated_at = EXCLUDED.updated_at
         RETURNING id
         """,
         {"sid": profile.id, "name": profile.display_name, "image": profile.image_url, "now": now},
@@ -47,6 +49,7 @@ def me(conn: psycopg.Connection[Any], user_id: int, *, now: datetime) -> dict[st
         conn,
         """
         SELECT u.id, u.spotify_id, u.display_name, u.image_url, u.timezone, u.created_at, u.last_ingested_at,
+               u.next_sync_at, u.sync_gaps, u.sync_failures,
                COALESCE(s.plays, 0) AS plays, COALESCE(s.ms_played, 0) AS ms_played,
                COALESCE(c.tracks, 0) AS tracks, COALESCE(c.artists, 0) AS artists
           FROM users u
@@ -59,6 +62,7 @@ def me(conn: psycopg.Connection[Any], user_id: int, *, now: datetime) -> dict[st
     if user is None:
         return None
     first, last = first_and_last_played(conn, user_id)
+    connection = connection_status(conn, user_id, now=now)
     return {
         "id": str(user["id"]),
         "spotify_id": user["spotify_id"],
@@ -67,7 +71,14 @@ def me(conn: psycopg.Connection[Any], user_id: int, *, now: datetime) -> dict[st
         "timezone": user["timezone"],
         "created_at": iso(user["created_at"]),
         "last_synced_at": iso(user["last_ingested_at"]),
-        "spotify_connection": connection_status(conn, user_id, now=now),
+        "spotify_connection": connection,
+        "sync": {
+            # paused: the last syncs failed at Spotify (down, or answering nonsense); retried
+            "status": connection if connection != "ok" or not user["sync_failures"] else "paused",
+            "last_synced_at": iso(user["last_ingested_at"]),
+            "next_sync_at": iso(user["next_sync_at"]) if connection == "ok" else None,
+            "possible_gaps": int(user["sync_gaps"]),
+        },
         "totals": {
             "plays": int(user["plays"]),
             "ms_played": int(user["ms_played"]),

@@ -29,6 +29,17 @@ class Totals(BaseModel):
     last_played_at: str | None
 
 
+class SyncHealth(BaseModel):
+    status: Literal["ok", "reconnect_required", "paused"] = Field(
+        description="reconnect_required: sign in again; paused: Spotify failed the last syncs, retrying"
+    )
+    last_synced_at: str | None
+    next_sync_at: str | None
+    possible_gaps: int = Field(
+        description="Full pages after the cursor: plays older than Spotify's latest 50 may be missing"
+    )
+
+
 class Me(BaseModel):
     id: str
     spotify_id: str
@@ -38,6 +49,7 @@ class Me(BaseModel):
     created_at: str
     last_synced_at: str | None
     spotify_connection: Literal["ok", "reconnect_required"]
+    sync: SyncHealth
     totals: Totals
 
 

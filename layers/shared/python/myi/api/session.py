@@ -17,6 +17,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from myi import db
 from myi.api.errors import Unauthenticated, error_response
 from myi.auth import sessions
+from myi.dormancy import Dormancy
 from myi.settings import get_settings
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -39,9 +40,12 @@ def _resolve_session(
 ) -> int | None:
     settings = get_settings()
     raw = sessions.cookie_value(cookies)
-    session = sessions.resolve(db.get_connection(settings), raw, settings, now=datetime.now(UTC))
+    now = datetime.now(UTC)
+    session = sessions.resolve(db.get_connection(settings), raw, settings, now=now)
     if session is None:
         return None
+    if session.seen:
+        Dormancy(settings).seen(now)
     if session.renewed and raw:
         app.append_context(**{_RENEWED: raw})
     app.append_context(**{_USER: session.user_id})

@@ -1,7 +1,9 @@
 """Sessions: an opaque random id in the ``myi_session`` cookie, stored server-side as a digest.
 
 A session lives ``SESSION_TTL_DAYS`` from its last use (sliding; the row and the cookie are renewed at
-most once every ``RENEW_AFTER``), and is revoked by logout or by deleting the user. Only SHA-256
+most once every ``RENEW_AFTER``), and is revoked by logout or by deleting the user. Using a session
+is the user being seen: ``users.last_seen_at`` (sync eligibility, activity tiers, dormancy) moves at
+most once every ``SEEN_EVERY``, read with the session and written only when it is older. Only SHA-256
 digests are stored, so a copy of the table opens no session; the row is bound to its user (see
 migration 0002), so a row moved to another user opens nothing either.
 """
@@ -21,6 +23,7 @@ from myi.settings import Settings
 
 COOKIE = "myi_session"
 RENEW_AFTER = timedelta(hours=1)
+SEEN_EVERY = timedelta(hours=1)
 _TOKEN_BYTES = 32
 
 
@@ -29,6 +32,7 @@ class Session:
     user_id: int
     expires_at: datetime
     renewed: bool  # the expiry moved: send the cookie again
+    seen: bool = False  # users.last_seen_at moved to now
 
 
 def _digest(raw: str) -> bytes:
@@ -67,23 +71,34 @@ def resolve(
     if not raw or len(raw) > 128:
         return None
     row = conn.execute(
-        "SELECT user_id, user_mac, expires_at, last_seen_at FROM sessions "
-        "WHERE id_hash = %s AND revoked_at IS NULL AND expires_at > %s",
+        "SELECT s.user_id, s.user_mac, s.expires_at, s.last_seen_at, u.last_seen_at FROM sessions s "
+        "JOIN users u ON u.id = s.user_id "
+        "WHERE s.id_hash = %s AND s.revoked_at IS NULL AND s.expires_at > %s",
         (_digest(raw), now),
     ).fetchone()
     if row is None:
         return None
-    user_id, user_mac, expires_at, last_seen_at = int(row[0]), bytes(row[1]), row[2], row[3]
+    user_id, user_mac = int(row[0]), bytes(row[1])
+    expires_at: datetime = row[2]
+    last_used_at: datetime = row[3]
+    user_seen_at: datetime | None = row[4]
     if not secrets.compare_digest(user_mac, _binding(raw, user_id)):
         return None
-    if now - last_seen_at < RENEW_AFTER:
-        return Session(user_id, expires_at, renewed=False)
+    seen = user_seen_at is None or now - user_seen_at >= SEEN_EVERY
+    if seen:
+        conn.execute(
+            "UPDATE users SET last_seen_at = %(now)s WHERE id = %(user)s "
+            "AND (last_seen_at IS NULL OR last_seen_at < %(now)s - %(every)s)",
+            {"now": now, "user": user_id, "every": SEEN_EVERY},
+        )
+    if now - last_used_at < RENEW_AFTER:
+        return Session(user_id, expires_at, renewed=False, seen=seen)
     expires_at = now + timedelta(days=settings.session_ttl_days)
     conn.execute(
         "UPDATE sessions SET last_seen_at = %s, expires_at = %s WHERE id_hash = %s AND revoked_at IS NULL",
         (now, expires_at, _digest(raw)),
     )
-    return Session(user_id, expires_at, renewed=True)
+    return Session(user_id, expires_at, renewed=True, seen=seen)
 
 
 def revoke(conn: psycopg.Connection[Any], raw: str | None, *, now: datetime) -> bool:

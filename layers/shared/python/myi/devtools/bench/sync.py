@@ -72,7 +72,7 @@ def _eligible(conn: psycopg.Connection[Any], n: int) -> None:
     """``n`` users due for a sync (signed in now, a grant, never synced): ``fanout-<i>``."""
     conn.execute(
         """
-        INSERT INTO users (spotify_id, last_login_at)
+        INSERT INTO users (spotify_id, last_seen_at)
         SELECT 'fanout-' || g, now() FROM generate_series(1, %s) g
         """,
         (n,),
@@ -287,7 +287,7 @@ def _sync(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[Figure]
         users = []
         for name in names:
             user = conn.execute(
-                "INSERT INTO users (spotify_id, last_login_at) VALUES (%s, now()) RETURNING id", (name,)
+                "INSERT INTO users (spotify_id, last_seen_at) VALUES (%s, now()) RETURNING id", (name,)
             ).fetchone()
             assert user is not None
             verifier, state = pkce.new_verifier(), pkce.new_state()
