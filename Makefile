@@ -23,7 +23,7 @@ help:
 	@echo "make local    run MYI on http://127.0.0.1:$${MYI_PORT:-8000} (no AWS or Spotify account needed)"
 	@echo "make lint     ruff and mypy"
 	@echo "make bench    print speed and memory figures"
-	@echo "make synth    synthesise the CDK app (PROFILE=personal|scale)"
+	@echo "make synth    synthesise the CDK app and lint it with cfn-lint (PROFILE=personal|scale)"
 	@echo "make deploy   deploy a stage to AWS (STAGE=dev PROFILE=personal)"
 	@echo "make destroy  tear a stage down"
 
@@ -67,8 +67,10 @@ cdk-cli: node_modules/.bin/cdk
 layer: $(STAMP)
 	$(PY) -m myi.devtools.build_layer
 
+# cfn-lint checks the template just synthesised (this PROFILE); tests/infra lints both profiles.
 synth: layer cdk-cli
 	node_modules/.bin/cdk synth --quiet -c profile=$(PROFILE) -c stage=$(STAGE) $(CDK_ARGS)
+	$(PY) -m infra.lint cdk.out
 
 deploy: layer cdk-cli
 	node_modules/.bin/cdk deploy -c profile=$(PROFILE) -c stage=$(STAGE) --require-approval broadening $(CDK_ARGS)

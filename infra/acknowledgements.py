@@ -66,6 +66,13 @@ def acknowledge(stack: Stack) -> None:
     )
     for name, deployed in stack.functions.deployed.items():
         _ack(
+            deployed.function,
+            "L1",
+            f"{name}: the runtime is {deployed.function.runtime.name}, the Python the shared layer is built "
+            "for and its smoke test imports every handler with (myi.devtools.build_layer.PYTHON_VERSION); a "
+            "newer one is adopted there, together with the layer, once the test machines have that Python.",
+        )
+        _ack(
             deployed.role,
             "IAM5[Resource::*]",
             f"{name}: X-Ray's PutTraceSegments/PutTelemetryRecords and the VPC network-interface actions "

@@ -12,29 +12,46 @@ that deploy. Two profiles set the cost-shaped defaults; every value can still be
 | ``alarm_email`` | none | | e-mail subscribed to the alarm topic |
 | ``nat_count`` | 1 (an instance) | 2 (gateways) | NATs (functions reach Spotify through them) |
 | ``aurora_min_acu`` / ``aurora_max_acu`` | 0 / 2 | 0.5 / 16 | Aurora Serverless v2 capacity |
+| ``aurora_version`` | ``AURORA_VERSION`` | | Aurora PostgreSQL engine version (major.minor) |
 | ``upload_retention_days`` | 7 | 7 | uploads are deleted after this |
 | ``log_retention_days`` | 30 | 90 | CloudWatch log retention |
 | ``dlq_max_receives`` | the wiring's | | deliveries before a message goes to its DLQ |
 | ``api_rate_limit`` / ``api_burst_limit`` | 20 / 40 | 500 / 1000 | HTTP API throttling per second |
 | ``sync_fanout_schedule`` | ``rate(1 hour)`` | the wiring's | how often due users are looked for |
+| ``sync_max_interval_s`` | 3600 | 3600 | the most time between two syncs of a user (the cadence's bound) |
 | ``publish_web`` | ``false`` | | publish ``web/`` to S3 behind CloudFront (then the SPA's origin) |
 | ``alarms_per_function`` | ``false`` | ``true`` | alarms per function, or one over the account's |
 | ``alarm_topic_key`` | ``false`` | ``true`` | encrypt the alarm topic with a customer managed KMS key |
 
-Spotify keeps a listener's latest 50 plays, more than two hours of continuous listening, and a full
-page makes the worker read on at once, so an hourly fan-out loses nothing; it lets the database of
-a personal deployment sleep most of the hour instead of waking every 15 minutes (and, while nobody
-has signed in for ``SYNC_ACTIVE_DAYS``, not at all: ``myi.dormancy``).
+``AURORA_VERSION`` is the newest Aurora PostgreSQL 16 release that both aws-cdk-lib and cfn-lint know
+and that cfn-lint does not list as deprecated: the major version the tests run on (the embedded
+PostgreSQL is 16), and one that lets Aurora Serverless v2 scale to 0 ACU. Changing the major version
+of a running stage is an upgrade of its database: see "Upgrading" in the README first.
+
+Spotify keeps a listener's latest 50 plays. Each user's next sync is planned from their own
+listening (``myi.cadence``), at most ``sync_max_interval_s`` ahead; a sync planned before the next
+fan-out comes by the worker's own delayed message, so the fan-out's period bounds nothing but how
+soon a new or failed user is picked up. An hourly fan-out lets the database of a personal
+deployment sleep while nobody listens (and, while nobody has been seen for ``SYNC_ACTIVE_DAYS``,
+not at all: ``myi.dormancy``). An hour as the maximum lost no play on the real histories the
+``cadence`` benchmark replays; two hours lost tens per person (README, "Sync").
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from constructs import Construct
 
 Profile = Literal["personal", "scale"]
+
+AURORA_VERSION = "16.13"
+
+# The first minor version of each Aurora PostgreSQL major that can scale to 0 ACU (and pause); every
+# release of a later major can.
+_SCALES_TO_ZERO_FROM = {13: 15, 14: 12, 15: 7, 16: 3}
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,7 @@ class Config:
     rds_proxy: bool
     aurora_min_acu: float
     aurora_max_acu: float
+    aurora_version: str  # Aurora PostgreSQL "major.minor", e.g. "16.13"
     upload_retention_days: int
     log_retention_days: int
     dlq_max_receives: int | None
@@ -63,6 +81,7 @@ class Config:
     # alarm topic without a customer managed key; scale: alarms per function, a key of its own.
     alarms_per_function: bool
     alarm_topic_key: bool
+    sync_max_interval_s: int  # SYNC_MAX_INTERVAL_SECONDS of every function
 
     @property
     def production(self) -> bool:
@@ -88,6 +107,7 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "api_rate_limit": 20,
         "api_burst_limit": 40,
         "sync_fanout_schedule": "rate(1 hour)",
+        "sync_max_interval_s": 3600,
         "alarms_per_function": False,
         "alarm_topic_key": False,
     },
@@ -100,10 +120,27 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "log_retention_days": 90,
         "api_rate_limit": 500,
         "api_burst_limit": 1000,
+        "sync_max_interval_s": 3600,
         "alarms_per_function": True,
         "alarm_topic_key": True,
     },
 }
+
+
+def aurora_major(version: str) -> int:
+    """The major version of an Aurora PostgreSQL version string such as ``16.13``."""
+    major, dot, minor = version.partition(".")
+    if not (major.isdigit() and dot and minor.isdigit()):
+        raise ValueError(f"aurora_version must look like 16.13 (major.minor), not {version!r}")
+    return int(major)
+
+
+def scales_to_zero(version: str) -> bool:
+    """Whether Aurora Serverless v2 on this Aurora PostgreSQL version may have a minimum of 0 ACU."""
+    major, minor = aurora_major(version), int(version.split(".")[1])
+    if major in _SCALES_TO_ZERO_FROM:
+        return minor >= _SCALES_TO_ZERO_FROM[major]
+    return major > max(_SCALES_TO_ZERO_FROM)
 
 
 def _flag(value: Any) -> bool:
@@ -121,6 +158,19 @@ def from_context(scope: Construct) -> Config:
     shape = _PROFILES[profile]
     origins = tuple(o.strip().rstrip("/") for o in str(ctx("spa_origins", "")).split(",") if o.strip())
     receives = ctx("dlq_max_receives")
+    aurora_version = ctx("aurora_version", AURORA_VERSION)
+    if not isinstance(aurora_version, str):
+        # cdk.json's 16.10 as a number would arrive as 16.1
+        raise ValueError(
+            f'aurora_version must be a string such as "{AURORA_VERSION}", not {aurora_version!r}'
+        )
+    aurora_version = aurora_version.strip()
+    aurora_min_acu = float(ctx("aurora_min_acu", shape["aurora_min_acu"]))
+    if aurora_min_acu == 0 and not scales_to_zero(aurora_version):
+        raise ValueError(
+            f"Aurora PostgreSQL {aurora_version} cannot scale to 0 ACU (13.15, 14.12, 15.7, 16.3 and "
+            "later can): choose a newer aurora_version or set aurora_min_acu to 0.5"
+        )
     return Config(
         stage=str(ctx("stage", "dev")),
         profile=profile,  # type: ignore[arg-type]
@@ -132,8 +182,9 @@ def from_context(scope: Construct) -> Config:
         nat_count=int(ctx("nat_count", shape["nat_count"])),
         nat_gateways=_flag(ctx("nat_gateways", shape["nat_gateways"])),
         rds_proxy=_flag(ctx("rds_proxy", shape["rds_proxy"])),
-        aurora_min_acu=float(ctx("aurora_min_acu", shape["aurora_min_acu"])),
+        aurora_min_acu=aurora_min_acu,
         aurora_max_acu=float(ctx("aurora_max_acu", shape["aurora_max_acu"])),
+        aurora_version=aurora_version,
         upload_retention_days=int(ctx("upload_retention_days", 7)),
         log_retention_days=int(ctx("log_retention_days", shape["log_retention_days"])),
         dlq_max_receives=int(receives) if receives is not None else None,
@@ -143,9 +194,20 @@ def from_context(scope: Construct) -> Config:
         publish_web=_flag(ctx("publish_web", "false")),
         alarms_per_function=_flag(ctx("alarms_per_function", shape["alarms_per_function"])),
         alarm_topic_key=_flag(ctx("alarm_topic_key", shape["alarm_topic_key"])),
+        sync_max_interval_s=int(ctx("sync_max_interval_s", shape["sync_max_interval_s"])),
         schedules=(
             {"sync-fanout": str(ctx("sync_fanout_schedule", shape["sync_fanout_schedule"]))}
             if ctx("sync_fanout_schedule", shape.get("sync_fanout_schedule"))
             else {}
         ),
     )
+
+
+_RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
+
+
+def rate_seconds(expression: str) -> int:
+    """Seconds between firings of an EventBridge ``rate(...)`` expression; 0 for any other (a cron
+    expression: the sync worker then leaves every planned sync to the fan-out)."""
+    m = _RATE.match(expression.strip())
+    return int(m.group(1)) * {"minute": 60, "hour": 3600, "day": 86400}[m.group(2).rstrip("s")] if m else 0

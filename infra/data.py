@@ -11,7 +11,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from infra.config import Config
+from infra.config import Config, aurora_major
 from infra.network import Network
 
 DB_NAME = "myi"
@@ -28,8 +28,13 @@ class Database(Construct):
         self.cluster = rds.DatabaseCluster(
             self,
             "Cluster",
+            # The version is a setting (aurora_version); the cluster uses the default parameter
+            # groups of its major version (default.aurora-postgresql<major>), so a major upgrade
+            # needs no parameter group of ours to be migrated (README: Upgrading).
             engine=rds.DatabaseClusterEngine.aurora_postgres(
-                version=rds.AuroraPostgresEngineVersion.VER_16_6
+                version=rds.AuroraPostgresEngineVersion.of(
+                    config.aurora_version, str(aurora_major(config.aurora_version))
+                )
             ),
             writer=rds.ClusterInstance.serverless_v2("Writer", publicly_accessible=False),
             serverless_v2_min_capacity=config.aurora_min_acu,

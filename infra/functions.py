@@ -19,13 +19,15 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from infra.config import Config
+from infra.config import Config, rate_seconds
 from infra.data import DB_NAME, Database, Files, Secrets, State
 from infra.network import Network
 from infra.wiring import Function, Wiring
+from myi.devtools.build_layer import PYTHON_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
-RUNTIME = lambda_.Runtime.PYTHON_3_14  # the layer is built for it: myi.devtools.build_layer
+# The layer is built for this runtime: its Python version is named once, in myi.devtools.build_layer.
+RUNTIME: lambda_.Runtime = getattr(lambda_.Runtime, f"PYTHON_{PYTHON_VERSION.replace('.', '_')}")
 MIGRATIONS = REPO / "layers" / "shared" / "python" / "myi" / "migrations"
 
 
@@ -113,6 +115,8 @@ class Functions(Construct):
             "SPOTIFY_CLIENT_ID": config.spotify_client_id,
             "SPOTIFY_BATCH_READS": "true" if config.spotify_batch_reads else "false",
             "UPLOAD_RETENTION_DAYS": str(config.upload_retention_days),
+            "SYNC_MAX_INTERVAL_SECONDS": str(config.sync_max_interval_s),
+            "SYNC_FANOUT_PERIOD_SECONDS": str(rate_seconds(self._fanout_schedule(wiring))),
         }
         self.deployed: dict[str, Deployed] = {}
         for spec in wiring.functions:
@@ -146,6 +150,13 @@ class Functions(Construct):
                 )
             if spec.custom_resource:
                 self._on_every_deploy(spec, fn)
+
+    def _fanout_schedule(self, wiring: Wiring) -> str:
+        """The sync fan-out's schedule expression in this deployment (the profile's, or the wiring's)."""
+        for schedule, _ in wiring.schedules():
+            if schedule.rule == "sync-fanout":
+                return self._config.schedules.get(schedule.rule, schedule.expression)
+        return ""
 
     def _function(self, spec: Function, common: dict[str, str], network: Network) -> Deployed:
         config = self._config

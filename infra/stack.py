@@ -25,6 +25,9 @@ class MyiStack(Stack):
     ) -> None:
         description = f"MYI ({config.stage}, {config.profile})"
         super().__init__(scope, id, description=description, **kw)  # type: ignore[arg-type]
+        # S3 server access logs are delivered under a bucket policy rather than the legacy
+        # LogDeliveryWrite ACL (cfn-lint W3045); set here so that every synth has it, cdk.json or not.
+        self.node.set_context("@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy", True)
         untaggable = ["AWS::RDS::DBProxyTargetGroup"]  # CloudFormation refuses tags there
         Tags.of(self).add("app", "myi", exclude_resource_types=untaggable)
         Tags.of(self).add("stage", config.stage, exclude_resource_types=untaggable)

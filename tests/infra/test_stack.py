@@ -1,6 +1,7 @@
-"""The CDK app, synthesised once per profile with cdk-nag's AWS Solutions checks: every function of
-the wiring with its trigger, every queue with a dead-letter queue, every route, a private TLS-only
-bucket, no IAM statement granting every action, the schedules of the wiring."""
+"""The CDK app, synthesised once per profile with cdk-nag's AWS Solutions checks and linted with
+cfn-lint: every function of the wiring with its trigger, every queue with a dead-letter queue, every
+route, a private TLS-only bucket, no IAM statement granting every action, the schedules of the
+wiring, the Aurora version of the settings."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 from aws_cdk import App
 from aws_cdk.assertions import Match, Template
 
+from infra import lint
 from infra.app import build
+from infra.config import AURORA_VERSION, aurora_major, from_context, scales_to_zero
 from infra.wiring import WIRING
 from myi.devtools import build_layer
 
@@ -55,6 +58,73 @@ def test_synthesis_passes_the_aws_solutions_checks(synthesised: tuple[str, Templ
                 assert construct.get("acknowledgment", {}).get("reason", "x"), finding
 
 
+def test_cloudformation_lint_finds_nothing_but_what_is_accepted_with_a_reason(
+    synthesised: tuple[str, Template, Path],
+) -> None:
+    _, _, out = synthesised
+    reasons = lint.accepted()
+    (template,) = lint.templates(out)
+    findings = lint.lint(template)
+    assert lint.unaccepted(findings, reasons) == [], "\n".join(map(str, lint.unaccepted(findings, reasons)))
+
+
+def test_cloudformation_lint_fails_a_deprecated_aurora_version(
+    synthesised: tuple[str, Template, Path], tmp_path: Path
+) -> None:
+    """The lint gate itself: the same template with the engine version MYI used to pin (16.6, which
+    can no longer create clusters) does not pass."""
+    _, _, out = synthesised
+    (template,) = lint.templates(out)
+    doc = json.loads(template.read_text())
+    (cluster,) = [r for r in doc["Resources"].values() if r["Type"] == "AWS::RDS::DBCluster"]
+    cluster["Properties"]["EngineVersion"] = "16.6"
+    old = tmp_path / "old.template.json"
+    old.write_text(json.dumps(doc, indent=1))
+    assert [f.rule for f in lint.unaccepted(lint.lint(old), lint.accepted())] == ["W3690"]
+
+
+def test_the_cluster_runs_the_aurora_version_of_the_settings(synthesised: tuple[str, Template, Path]) -> None:
+    profile, template, _ = synthesised
+    (cluster,) = [c["Properties"] for c in resources(template, "AWS::RDS::DBCluster").values()]
+    assert cluster["Engine"] == "aurora-postgresql"
+    assert cluster["EngineVersion"] == AURORA_VERSION
+    # The default parameter group of that major version: a major upgrade has no group of ours to move.
+    assert (
+        cluster["DBClusterParameterGroupName"] == f"default.aurora-postgresql{aurora_major(AURORA_VERSION)}"
+    )
+    assert not resources(template, "AWS::RDS::DBClusterParameterGroup")
+    assert not resources(template, "AWS::RDS::DBParameterGroup")
+    if profile == "personal":
+        assert scales_to_zero(AURORA_VERSION)
+        assert cluster["ServerlessV2ScalingConfiguration"]["MinCapacity"] == 0
+
+
+def test_the_aurora_version_is_a_setting_checked_against_scaling_to_zero() -> None:
+    def config(**context: str) -> Any:
+        return from_context(App(context={"stage": "test", **context}))
+
+    assert config().aurora_version == AURORA_VERSION
+    assert config(aurora_version="17.9").aurora_version == "17.9"
+    with pytest.raises(ValueError, match="cannot scale to 0 ACU"):
+        config(aurora_version="16.2")
+    assert config(aurora_version="16.2", profile="scale").aurora_min_acu == 0.5
+    with pytest.raises(ValueError, match=r"major\.minor"):
+        config(aurora_version="16")
+    assert [scales_to_zero(v) for v in ("13.15", "14.11", "15.7", "16.3", "17.4", "18.3")] == [
+        True,
+        False,
+        True,
+        True,
+        True,
+        True,
+    ]
+
+
+def test_the_operators_guide_names_the_default_aurora_version() -> None:
+    readme = (build_layer.REPO / "README.md").read_text()
+    assert f"`{AURORA_VERSION}`" in readme.split("## Operator's guide", 1)[1]
+
+
 def test_every_function_of_the_wiring_exists_on_arm64_with_its_trigger(
     synthesised: tuple[str, Template, Path],
 ) -> None:
@@ -71,7 +141,8 @@ def test_every_function_of_the_wiring_exists_on_arm64_with_its_trigger(
         name = f"myi-test-{fn.kebab}"
         assert name in by_name, name
         logical, props = by_name[name]
-        assert props["Architectures"] == ["arm64"] and props["Runtime"].startswith("python3.")
+        assert props["Architectures"] == ["arm64"]
+        assert props["Runtime"] == f"python{build_layer.PYTHON_VERSION}"  # what the layer is built for
         assert props["Timeout"] == fn.timeout_s and props["MemorySize"] == fn.memory_mb
         assert props["TracingConfig"] == {"Mode": "Active"}
         assert props["Handler"] == "handler.lambda_handler" and props["Layers"]
@@ -100,6 +171,13 @@ def test_every_function_of_the_wiring_exists_on_arm64_with_its_trigger(
             assert len(rule) == 1 and rule[0]["ScheduleExpression"] == expected
             assert logical in json.dumps(rule[0]["Targets"])
     assert len(rules) == sum(len(fn.schedules) for fn in WIRING.functions)
+    (layer,) = [
+        p["Properties"]
+        for p in resources(template, "AWS::Lambda::LayerVersion").values()
+        if p["Properties"].get("Description", "").startswith("MYI")
+    ]
+    assert layer["CompatibleRuntimes"] == [f"python{build_layer.PYTHON_VERSION}"]
+    assert layer["CompatibleArchitectures"] == ["arm64"]
     assert template.find_resources("Custom::MyiMigrations")
 
 
@@ -214,6 +292,8 @@ def test_the_dashboard_can_be_published_behind_cloudfront(layer_dir: Path, tmp_p
     )
     stack = build(app)
     app.synth()
+    (linted,) = lint.templates(tmp_path)
+    assert lint.unaccepted(lint.lint(linted), lint.accepted()) == []
     template = Template.from_stack(stack)
     template.resource_count_is("AWS::CloudFront::Distribution", 1)
     template.resource_count_is("Custom::CDKBucketDeployment", 1)
@@ -282,3 +362,15 @@ def test_alarms_watch_every_dead_letter_queue_and_every_function(
     else:
         assert len(lambda_alarms) == 2 * len(WIRING.functions)
         assert "KmsMasterKeyId" in topic["Properties"]
+
+
+def test_every_function_knows_the_sync_cadences_bounds_and_the_fanouts_period(
+    synthesised: tuple[str, Template, Path],
+) -> None:
+    profile, template, _ = synthesised
+    for props in resources(template, "AWS::Lambda::Function").values():
+        env = props["Properties"].get("Environment", {}).get("Variables", {})
+        if "STAGE" not in env:
+            continue  # CDK's own helper functions
+        assert env["SYNC_MAX_INTERVAL_SECONDS"] == "3600"
+        assert env["SYNC_FANOUT_PERIOD_SECONDS"] == ("3600" if profile == "personal" else "900")

@@ -1,10 +1,15 @@
 """``make layer``: the shared Lambda layer, built for the Lambda architecture without Docker.
 
 The layer's runtime dependencies (``[project] dependencies`` of ``pyproject.toml``) are installed
-from wheels for Linux ARM64 and Python 3.14 (``pip --platform ... --only-binary=:all:
+from wheels for Linux ARM64 and the Lambda runtime's Python (``pip --platform ... --only-binary=:all:
 --no-compile``) into ``layers/shared/build/python``, next to the ``myi`` package without what only
 developers use (``devtools``, ``local``, ``fakespotify``). A stamp of the inputs skips the work
 when nothing changed.
+
+``PYTHON_VERSION`` is the one place that names the Lambda runtime: the CDK stack
+(``infra/functions.py``) reads it from here. ``build()`` also takes another platform, Python version
+and folder, which the layer smoke test (``tests/infra/test_layer_smoke.py``) uses to build the same
+layer for the machine it runs on.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[5]
 SOURCE = REPO / "layers" / "shared" / "python" / "myi"
 BUILD = REPO / "layers" / "shared" / "build"
-PLATFORM = "manylinux2014_aarch64"
-PYTHON_VERSION = "3.14"
+PLATFORM = "manylinux2014_aarch64"  # Lambda's arm64 (the stack's architecture)
+PYTHON_VERSION = "3.13"  # the Lambda runtime python3.13
 DEV_ONLY = ("devtools", "local", "fakespotify")
 
 
@@ -29,8 +34,8 @@ def dependencies() -> list[str]:
         return list(tomllib.load(fh)["project"]["dependencies"])
 
 
-def _stamp(deps: list[str]) -> str:
-    digest = hashlib.sha256("\n".join([PLATFORM, PYTHON_VERSION, *deps]).encode())
+def _stamp(deps: list[str], platform: str, python_version: str) -> str:
+    digest = hashlib.sha256("\n".join([platform, python_version, *deps]).encode())
     for path in sorted(SOURCE.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
             digest.update(str(path.relative_to(SOURCE)).encode())
@@ -38,10 +43,12 @@ def _stamp(deps: list[str]) -> str:
     return digest.hexdigest()
 
 
-def build(target: Path = BUILD) -> bool:
-    """Build the layer into ``target``; returns False when it was already up to date."""
+def build(target: Path = BUILD, *, platform: str = PLATFORM, python_version: str = PYTHON_VERSION) -> bool:
+    """Build the layer into ``target`` (its ``python/`` folder is what Lambda puts on the path) for
+    ``platform`` (a pip platform tag) and ``python_version``; returns False when it was already up
+    to date."""
     deps = dependencies()
-    stamp = _stamp(deps)
+    stamp = _stamp(deps, platform, python_version)
     stamp_file = target / ".stamp"
     if stamp_file.exists() and stamp_file.read_text() == stamp:
         return False
@@ -58,11 +65,11 @@ def build(target: Path = BUILD) -> bool:
             "--quiet",
             "--disable-pip-version-check",
             "--platform",
-            PLATFORM,
+            platform,
             "--implementation",
             "cp",
             "--python-version",
-            PYTHON_VERSION,
+            python_version,
             "--only-binary=:all:",
             "--no-compile",
             "--target",
