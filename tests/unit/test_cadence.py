@@ -85,3 +85,11 @@ def test_the_replay_counts_the_plays_beyond_a_page_between_two_polls() -> None:
     assert result.lost == 10 and [n for _, n in result.losses] == [60]
     assert result.calls >= 3  # the first sync, the one that reads the burst, and its read-on
     assert fixed_poll_lost([T0, *burst]) == 10
+
+
+def test_a_sync_left_to_the_fan_out_is_due_a_period_early_so_it_comes_before_the_plan() -> None:
+    assert cadence.fanout_due(3600, 900, 600) == 2700  # the fan-out comes between 2700 and 3600
+    assert cadence.fanout_due(1000, 900, 600) == 600  # never before the cooldown
+    assert cadence.fanout_due(600, 900, 600) == 600  # the worker's own message takes those
+    assert cadence.fanout_due(3600, 0, 600) == 3600  # no known period: as planned
+    assert cadence.fanout_due(0, 900, 0) == 0

@@ -13,7 +13,9 @@ just read: plays since the previous sync, per hour, raise the rate of the next h
 recent plays is assumed to listen continuously (``DEFAULT_RATE``).
 
 A full page is read on at once (by the worker, not here). A planned sync that falls before the
-next fan-out is reached by a delayed message of the worker's own (:func:`reaches_before_fanout`).
+next fan-out is reached by a delayed message of the worker's own (:func:`reaches_before_fanout`);
+one left to the fan-out is due a period early, so that the fan-out comes before the plan, not up to
+a period after it (:func:`fanout_due`).
 """
 
 from __future__ import annotations
@@ -48,8 +50,16 @@ def profile(hourly: Iterable[tuple[datetime, int]], now: datetime) -> Profile | 
     return tuple(peak) if seen else None
 
 
+def page_span(now: float, last_sync: float | None, oldest_play: float | None) -> float | None:
+    """Over how many seconds a page's plays were played (unix times): since the previous sync, or,
+    on a first sync, since the page's oldest play; None when neither is known."""
+    if last_sync is not None:
+        return now - last_sync
+    return None if oldest_play is None else now - oldest_play
+
+
 def page_rate(plays: int, since_last_sync_s: float | None) -> float:
-    """Plays an hour that the page just read shows (0 for an empty page or a first sync)."""
+    """Plays an hour that the page just read shows, over :func:`page_span` (0 for an empty page)."""
     if plays <= 0 or since_last_sync_s is None:
         return 0.0
     return plays * 3600.0 / max(float(BURST_WINDOW_S), since_last_sync_s)
@@ -106,3 +116,12 @@ def reaches_before_fanout(interval_s: int, fanout_period_s: int) -> bool:
     An interval of exactly one period is one too: the fan-out could reach it a whole period late,
     and ``SYNC_MAX_INTERVAL_SECONDS`` equal to the period would then mean two periods."""
     return fanout_period_s > 0 and SELF_SCHEDULE_MIN_S <= interval_s <= fanout_period_s
+
+
+def fanout_due(interval_s: int, fanout_period_s: int, cooldown_s: int) -> int:
+    """When a sync planned ``interval_s`` ahead and left to the fan-out is due (seconds from now):
+    a period early, so that the first fan-out after it (at most a period later) still comes before
+    the plan; never before the cooldown."""
+    if fanout_period_s <= 0 or interval_s <= fanout_period_s:
+        return interval_s
+    return max(min(cooldown_s, interval_s), interval_s - fanout_period_s)

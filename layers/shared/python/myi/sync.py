@@ -196,7 +196,11 @@ def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> S
     gap = full and cursor is not None
     if profiled_at is None or now - profiled_at >= PROFILE_MAX_AGE:
         rates, profiled_at = _profile(conn, user_id, now), now
-    since = None if last_synced is None else (now - last_synced).total_seconds()
+    since = cadence.page_span(
+        now.timestamp(),
+        None if last_synced is None else last_synced.timestamp(),
+        min(p.played_at for p in page).timestamp() if page else None,
+    )
     interval = cadence.next_interval(
         None if rates is None else tuple(rates),
         now,
@@ -205,7 +209,8 @@ def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> S
         max_s=s.sync_max_interval_s,
     )
     own = not full and cadence.reaches_before_fanout(interval, s.sync_fanout_period_s)
-    next_at = now + timedelta(seconds=interval + (CLAIM_S if own else 0))
+    due_s = cadence.fanout_due(interval, s.sync_fanout_period_s, s.sync_cooldown_s)
+    next_at = now + timedelta(seconds=interval + CLAIM_S if own else due_s)
     # The cursor and the cadence move in the transaction that stores the page.
     moved = (
         """

@@ -16,7 +16,8 @@ reads the plays since the previous one, the latest 50 at most (the rest are lost
 on: one more call), then plans with :func:`myi.cadence.next_interval`, from the profile of the
 plays stored before it (refreshed at most once a day) and the rate of the page just read. An
 interval that :func:`myi.cadence.reaches_before_fanout` is kept exactly (the worker's own delayed
-message); any other waits for the first fan-out at or after it. ``SYNC_MAX_INTERVAL_SECONDS`` is
+message); any other is due :func:`myi.cadence.fanout_due` ahead and waits for the first fan-out at
+or after that. ``SYNC_MAX_INTERVAL_SECONDS`` is
 the profile's ``sync_max_interval_s`` if it sets one, else ``Settings().sync_max_interval_s``.
 
 Figures, per profile (``personal``, ``scale``): ``cadence_lost_plays_<profile>_<person>`` and their
@@ -113,7 +114,9 @@ def replay(plays: Sequence[float], mech: Mechanism, *, seed: int = SEED) -> Repl
         interval = cadence.next_interval(
             rates,
             now,
-            recent_rate=cadence.page_rate(page, None if last is None else t - last),
+            recent_rate=cadence.page_rate(
+                page, cadence.page_span(t, last, plays[upto - page] if page else None)
+            ),
             cooldown_s=mech.cooldown_s,
             max_s=mech.max_s,
         )
@@ -121,7 +124,7 @@ def replay(plays: Sequence[float], mech: Mechanism, *, seed: int = SEED) -> Repl
         if cadence.reaches_before_fanout(interval, mech.fanout_s):
             t += interval
         else:
-            t = _fanout_at(t + interval, mech, rng, phase)
+            t = _fanout_at(t + cadence.fanout_due(interval, mech.fanout_s, mech.cooldown_s), mech, rng, phase)
     assert last is not None
     out.days = (last - start) / DAY_S
     return out
