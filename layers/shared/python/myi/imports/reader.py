@@ -7,18 +7,31 @@ there once, then reads each member front to back; an object seekable through HTT
 few extra requests (one per ``CHUNK`` bytes) and no ``/tmp`` space, so a 512 MiB upload fits a
 Lambda with the default ephemeral storage.
 
-Safety: an upload is checked before anything is committed (:func:`inspect` reads it whole once):
-not a zip or JSON, no export inside, encrypted members, zip bombs (declared or real decompressed
-size over ``max_uncompressed`` or a ratio over ``max_ratio``), truncated or malformed JSON, a JSON
-object where an array belongs. Entry names are only ever compared, never used as paths.
+Uploads as people make them: the export files may sit in any folder of the zip or at its top;
+entry names may use ``\\`` as their separator (zips made on Windows); the metadata operating systems
+add (``__MACOSX/`` with an AppleDouble ``._<name>`` beside every file, as macOS Finder zips,
+``.DS_Store``, ``Thumbs.db``, ``desktop.ini``) is left out by name before anything is opened; and
+the download forwarded inside another zip (``my_spotify_data.zip`` in ``Archive.zip``) is read
+from within, one level deep only (a zip inside that is ignored). See :class:`_ZipInZip` for how a
+nested zip is read without memory or ``/tmp`` growing with it.
+
+Safety: an upload is checked before anything is committed (the worker reads it whole once): not a
+zip or JSON, no export inside, encrypted members (or an encrypted or broken nested zip), zip bombs
+(declared or real decompressed size over ``max_uncompressed`` or a ratio over ``max_ratio``; a
+nested zip's own decompression counts against the same budget as its members'), truncated or
+malformed JSON, a JSON object where an array belongs. Entry names are only ever compared, never
+used as paths.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
 import re
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -34,6 +47,46 @@ _EXPORT_NAME = re.compile(
     r"(Streaming_History_(Audio|Video)_.*|endsong_\d+|StreamingHistory(_music|_podcast|_video)?_?\d*)\.json$",
     re.IGNORECASE,
 )
+
+
+# What operating systems put into a zip beside the files a person chose (compared case-blind).
+_METADATA_FOLDERS = frozenset({"__macosx"})
+_METADATA_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+_SEPARATORS = re.compile(r"[/\\]")
+
+
+def name_parts(name: str) -> list[str]:
+    """An entry name's folders and file name: ``/`` and ``\\`` both separate (zips made on Windows
+    may use either); empty parts (a leading or doubled separator) are dropped."""
+    return [part for part in _SEPARATORS.split(name) if part]
+
+
+def base_name(name: str) -> str:
+    """The file name of an entry, whichever separator its zip used."""
+    parts = name_parts(name)
+    return parts[-1] if parts else ""
+
+
+def is_os_metadata(name: str) -> bool:
+    """Whether an entry is metadata an operating system added rather than a file someone chose:
+    anything under ``__MACOSX/`` (at any depth), AppleDouble ``._<name>`` files, ``.DS_Store``,
+    ``Thumbs.db``, ``desktop.ini``."""
+    parts = name_parts(name)
+    if any(part.casefold() in _METADATA_FOLDERS for part in parts):
+        return True
+    return bool(parts) and (parts[-1].startswith("._") or parts[-1].casefold() in _METADATA_FILES)
+
+
+def _is_dir(name: str) -> bool:
+    return name.endswith(("/", "\\"))
+
+
+def _json_name(name: str) -> bool:
+    return not _is_dir(name) and name.lower().endswith(".json") and not is_os_metadata(name)
+
+
+def _zip_name(name: str) -> bool:
+    return not _is_dir(name) and name.lower().endswith(".zip") and not is_os_metadata(name)
 
 
 class BadUpload(Exception):
@@ -124,6 +177,133 @@ class _Budget:
             )
 
 
+# A zip inside the upload (the download forwarded inside another zip), read where it lies.
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zipfile's structFileHeader
+SNAPSHOT_EVERY = 4 * 1024 * 1024  # inflated bytes between two saved decompressor states, at least
+MAX_SNAPSHOTS = 256  # ... and at most this many of them (about 40 KiB each)
+_INFLATE_INPUT = 64 * 1024
+NESTED = 1 << 32  # a nested member's index: NESTED * (its zip's index + 1) + its index in that zip
+
+
+class _ZipInZip(io.RawIOBase):
+    """A zip that is a member of the upload, as the seekable file :class:`zipfile.ZipFile` needs,
+    read in place through the upload's own stream (and so through S3 ranges).
+
+    Stored (Info-ZIP and many tools store a ``.zip`` they add to a zip): a window on the upload,
+    nothing decompressed twice. Deflated (macOS Finder, Windows Explorer): a deflate stream cannot
+    be sought, and zipfile seeks (its directory is at the end, then back to each member). Spooling
+    it to ``/tmp`` or to memory was rejected: the nested zip is about as large as the upload (up to
+    ``MAX_UPLOAD_BYTES``, 512 MiB by default), which is all of a Lambda's default 512 MB ``/tmp``
+    and half the import worker's 1,024 MB, and every :class:`Upload` the worker opens (listing,
+    ingesting, reading a file through before the first commit) would spool it again. Instead, while
+    the stream is inflated front to back, the decompressor's state is copied every
+    ``SNAPSHOT_EVERY`` bytes of output (``zlib.Decompress.copy``: its 32 KiB window and a few KiB
+    more; the interval grows so that there are never more than ``MAX_SNAPSHOTS``, about 10 MB,
+    whatever the size), and a seek backwards resumes from the nearest copy before the target,
+    inflating at most one interval to get there. Memory stays flat and nothing touches the disk.
+
+    Zipfile reads the directory at the end first, so the nested zip is inflated once whole when it
+    is opened: that pass checks its size and CRC against the upload's directory and counts every
+    inflated byte against the upload's decompression budget (``max_uncompressed``, ``max_ratio``),
+    as the members read out of it then count too. Other methods (bzip2, lzma) are refused.
+    """
+
+    def __init__(
+        self, source: IO[bytes], start: int, info: zipfile.ZipInfo, name: str, budget: _Budget
+    ) -> None:
+        self._source, self._start, self._name, self._budget = source, start, name, budget
+        self._stored = info.compress_type == zipfile.ZIP_STORED
+        self._in_size, self._size, self._crc = info.compress_size, info.file_size, info.CRC
+        self._pos = 0
+        self._every = max(SNAPSHOT_EVERY, info.file_size // MAX_SNAPSHOTS + 1)
+        # where the inflater is: input consumed, output produced, input read but not yet taken
+        self._inflater: Any = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._in = self._out = 0
+        self._tail = b""
+        self._snapshots: list[tuple[int, int, Any]] = [(0, 0, self._inflater.copy())]  # (out, in, state)
+        self._frontier = 0  # the most output ever produced; checked and counted once
+        self._frontier_crc = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self._size - self._pos)
+        if want <= 0:
+            return 0
+        if self._stored:
+            self._source.seek(self._start + self._pos)
+            data = self._source.read(want)
+        else:
+            data = self._inflate_at(self._pos, want)
+        n = len(data)
+        buffer[:n] = data
+        self._pos += n
+        return n
+
+    def _inflate_at(self, pos: int, want: int) -> bytes:
+        if pos < self._out or pos - self._out > self._every:
+            self._restore(pos)
+        while self._out < pos:
+            if not self._inflate(min(pos - self._out, 4 * _INFLATE_INPUT)):
+                raise BadUpload(f"{self._name} is damaged (it ends early)")
+        return self._inflate(want)
+
+    def _restore(self, pos: int) -> None:
+        """Put the inflater at the last saved state at or before ``pos``."""
+        out, consumed, state = self._snapshots[
+            bisect.bisect_right(self._snapshots, pos, key=lambda s: s[0]) - 1
+        ]
+        if out <= self._out <= pos:
+            return  # where it is now is nearer
+        self._inflater, self._in, self._out, self._tail = state.copy(), consumed, out, b""
+
+    def _inflate(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes of output from where the inflater is; b'' at the stream's end."""
+        while not self._inflater.eof:
+            if not self._tail and self._in < self._in_size:
+                if self._out == self._frontier and self._out >= self._snapshots[-1][0] + self._every:
+                    self._snapshots.append((self._out, self._in, self._inflater.copy()))
+                self._source.seek(self._start + self._in)
+                self._tail = self._source.read(min(_INFLATE_INPUT, self._in_size - self._in))
+                if not self._tail:
+                    raise BadUpload(f"{self._name} is damaged (the upload ends inside it)")
+                self._in += len(self._tail)
+            try:
+                data = self._inflater.decompress(self._tail, limit)
+            except zlib.error as exc:
+                raise BadUpload(f"{self._name} is damaged ({_short(exc)})") from None
+            self._tail = self._inflater.unconsumed_tail
+            if data:
+                self._produced(data)
+                return data
+            if not self._tail and self._in >= self._in_size:
+                raise BadUpload(f"{self._name} is damaged (it ends early)")
+        return b""
+
+    def _produced(self, data: bytes) -> None:
+        end = self._out + len(data)
+        if end > self._frontier:
+            new = data[len(data) - (end - self._frontier) :]
+            self._budget.spend(len(new), self._name)
+            self._frontier_crc = zlib.crc32(new, self._frontier_crc)
+            self._frontier = end
+            if end == self._size and self._frontier_crc != self._crc:
+                raise BadUpload(f"{self._name} is damaged (its checksum does not match)")
+        self._out = end
+
+
 class Upload:
     """An uploaded file, zip or bare JSON, opened for reading."""
 
@@ -137,6 +317,8 @@ class Upload:
         head = stream.read(4)
         stream.seek(0)
         self._zip: zipfile.ZipFile | None = None
+        self._candidates: list[Member] | None = None
+        self._where: dict[int, tuple[zipfile.ZipFile, zipfile.ZipInfo]] = {}
         if head.startswith(ZIP_MAGIC) or head.startswith(EMPTY_ZIP_MAGIC):
             try:
                 self._zip = zipfile.ZipFile(stream)
@@ -146,27 +328,66 @@ class Upload:
             raise BadUpload(f"{filename} is neither a zip file nor JSON")
 
     def candidates(self) -> list[Member]:
-        """The members that may be export files, in a stable order: every ``.json`` of a zip."""
+        """The members that may be export files, in a stable order (their indices are what a job's
+        checkpoint keeps): every ``.json`` of a zip that is not OS metadata, by name alone; a
+        ``.zip`` in it is opened and its ``.json`` files are listed in its place (one level: a zip
+        in that zip is ignored)."""
         if self._zip is None:
             return [Member(0, self.filename, self.size, self.size)]
-        out = []
-        for index, info in enumerate(self._zip.infolist()):
-            if info.is_dir() or not info.filename.lower().endswith(".json"):
-                continue
-            out.append(Member(index, info.filename, info.compress_size, info.file_size))
-        return out
+        if self._candidates is None:
+            out: list[Member] = []
+            for index, info in enumerate(self._zip.infolist()):
+                if _json_name(info.filename):
+                    out.append(self._member(index, info.filename, self._zip, info))
+                elif _zip_name(info.filename):
+                    nested = self._open_nested(info)
+                    for inner_index, inner in enumerate(nested.infolist()):
+                        if _json_name(inner.filename):
+                            name = f"{info.filename}/{inner.filename}"
+                            out.append(self._member(NESTED * (index + 1) + inner_index, name, nested, inner))
+            self._candidates = out
+        return list(self._candidates)
+
+    def _member(self, index: int, name: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Member:
+        self._where[index] = (zf, info)
+        return Member(index, name, info.compress_size, info.file_size)
+
+    def _open_nested(self, info: zipfile.ZipInfo) -> zipfile.ZipFile:
+        """A zip inside the upload, opened where it lies (see :class:`_ZipInZip`)."""
+        name = info.filename
+        if info.flag_bits & 0x1:
+            raise BadUpload(f"{name} is encrypted; upload the zip as Spotify sent it")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise BadUpload(
+                f"{name} is compressed in a way MYI cannot read inside another zip; upload it by itself"
+            )
+        if info.file_size > self._budget.max_uncompressed:
+            raise BadUpload(f"{name} is too large once decompressed; import refused")
+        self._stream.seek(info.header_offset)
+        header = self._stream.read(_LOCAL_HEADER.size)
+        if len(header) != _LOCAL_HEADER.size or not header.startswith(ZIP_MAGIC):
+            raise BadUpload(f"{name} cannot be read from the zip (its header is damaged)")
+        name_length, extra_length = _LOCAL_HEADER.unpack(header)[10:12]
+        start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+        view = _ZipInZip(self._stream, start, info, name, self._budget)
+        try:
+            return zipfile.ZipFile(io.BufferedReader(view, buffer_size=_INFLATE_INPUT))
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise BadUpload(f"{name} is not a readable zip file ({_short(exc)})") from None
 
     def open(self, member: Member) -> IO[bytes]:
         if self._zip is None:
             self._stream.seek(0)
             return self._stream
-        info = self._zip.infolist()[member.index]
+        if self._candidates is None:
+            self.candidates()
+        zf, info = self._where[member.index]
         if info.flag_bits & 0x1:
             raise BadUpload(f"{member.name} is encrypted; upload the zip as Spotify sent it")
         if info.file_size > self._budget.max_uncompressed:
             raise BadUpload(f"{member.name} is too large once decompressed; import refused")
         try:
-            inner = self._zip.open(info)
+            inner = zf.open(info)
         except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError) as exc:
             raise BadUpload(f"{member.name} cannot be read from the zip ({exc})") from None
         return io.BufferedReader(_Limited(inner, member.name, self._budget), buffer_size=256 * 1024)
@@ -191,7 +412,7 @@ def _looks_like_json(stream: IO[bytes]) -> bool:
 def is_export(upload: Upload, member: Member) -> bool:
     """Whether a member is an export file: by content (its first record), or by its name when it has
     no records to judge by."""
-    by_name = bool(_EXPORT_NAME.search(member.name.rsplit("/", 1)[-1]))
+    by_name = bool(_EXPORT_NAME.search(base_name(member.name)))
     try:
         first = next(array_records(upload.open(member), member.name), None)
     except BadUpload:
