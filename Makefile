@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # pip warns about every missing local mirror folder; keep the output readable.
 PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help venv test lint fmt local demo bench synth layer deploy destroy clean cdk-cli
+.PHONY: help venv test lint fmt local demo bench synth layer layer-lock deploy destroy clean cdk-cli
 
 help:
 	@echo "make demo     run the whole journey end to end on embedded defaults"
@@ -23,6 +23,7 @@ help:
 	@echo "make local    run MYI on http://127.0.0.1:$${MYI_PORT:-8000} (no AWS or Spotify account needed)"
 	@echo "make lint     ruff and mypy"
 	@echo "make bench    print speed and memory figures"
+	@echo "make layer-lock  pin the layer's packages anew from pyproject.toml (layers/shared/requirements.lock)"
 	@echo "make synth    synthesise the CDK app and lint it with cfn-lint (PROFILE=personal|scale)"
 	@echo "make deploy   deploy a stage to AWS (STAGE=dev PROFILE=personal)"
 	@echo "make destroy  tear a stage down"
@@ -66,6 +67,9 @@ cdk-cli: node_modules/.bin/cdk
 
 layer: $(STAMP)
 	$(PY) -m myi.devtools.build_layer
+
+layer-lock: $(STAMP)
+	$(PY) -m myi.devtools.build_layer --lock
 
 # cfn-lint checks the template just synthesised (this PROFILE); tests/infra lints both profiles.
 synth: layer cdk-cli

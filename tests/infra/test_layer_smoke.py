@@ -20,6 +20,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from infra.wiring import WIRING, Function
 from myi.devtools import build_layer
@@ -213,3 +214,26 @@ def test_the_smoke_test_fails_a_handler_that_reaches_a_dev_only_module(
         (code / name).write_text(text)
     with pytest.raises(AssertionError, match=failure):
         run_clean(interpreter, host_layer, code, lambda_env(fn, tmp_path), tmp_path)
+
+
+def test_the_layer_ships_exactly_the_locked_versions_and_the_lock_fits_the_requirements(
+    host_layer: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert build_layer.unsatisfied() == []
+    shipped = {}
+    for meta in host_layer.glob("*.dist-info/METADATA"):
+        fields = dict(
+            line.split(": ", 1)
+            for line in meta.read_text().splitlines()
+            if line.startswith(("Name: ", "Version: "))
+        )
+        shipped[canonicalize_name(fields["Name"])] = fields["Version"]
+    assert shipped == build_layer.locked()
+    # A requirement the lock no longer satisfies stops the build, before pip runs.
+    pyproject = tmp_path / "pyproject.toml"
+    text = (build_layer.REPO / "pyproject.toml").read_text().replace('"ijson>=3.3"', '"ijson>=99"')
+    pyproject.write_text(text)
+    monkeypatch.setattr(build_layer, "REPO", tmp_path)
+    assert build_layer.unsatisfied() == ["ijson>=99 (locked: 3.6.0)"]
+    with pytest.raises(SystemExit, match=r"does not fit pyproject\.toml"):
+        build_layer.build(tmp_path / "never")
