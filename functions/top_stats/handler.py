@@ -1,8 +1,9 @@
 """Top lists: refreshes Spotify's top tracks and artists (SQS), and the daily sweep that queues
 tier 1 and 2 users whose sets are stale."""
 
-import functools
+from typing import Any
 
+import psycopg
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -19,10 +20,10 @@ from myi.spotify.client import Budget, SpotifyClient
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
-@functools.cache
-def _deps() -> toplists.TopDeps:
+@db.per_connection
+def _deps(conn: psycopg.Connection[Any]) -> toplists.TopDeps:
+    """The dependencies of this environment's connection, made again when it was replaced."""
     settings = get_settings()
-    conn = db.get_connection(settings)
     return toplists.TopDeps(
         settings=settings,
         conn=conn,

@@ -11,15 +11,22 @@ Where the connection comes from, in order:
 
 Connections use ``prepare_threshold=None`` (RDS Proxy pins sessions that prepare statements), a short
 connect timeout and explicit transactions (``autocommit=True``; use ``with conn.transaction():``).
+
+A connection the database ended (a restart, a failover, Aurora scaling to zero) is replaced by
+:func:`get_connection` the next time it is asked for; handlers ask at every invocation, and what
+they keep for the environment's life (clients, dependencies holding the connection) is made again
+for a new connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import select
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -28,6 +35,8 @@ from myi import aws
 from myi.settings import Settings, SettingsError, get_settings
 
 _local = threading.local()
+
+T = TypeVar("T")
 
 
 def conninfo(settings: Settings) -> dict[str, Any]:
@@ -75,15 +84,73 @@ def connect(settings: Settings | None = None, **kwargs: Any) -> psycopg.Connecti
 
 def get_connection(settings: Settings | None = None, *, purpose: str = "main") -> psycopg.Connection[Any]:
     """The connection of this execution environment (per thread and purpose: the import worker
-    keeps a second one for its live progress), reopened when closed or broken."""
+    keeps a second one for its live progress), replaced by a new one when it is gone.
+
+    Handlers take it at every invocation (every message, every request), so that a connection the
+    database ended while the environment was idle (a restart, a failover, Aurora scaling to zero,
+    RDS Proxy's idle timeout) is noticed before it fails one: see :func:`_usable`."""
     conns: dict[str, psycopg.Connection[Any]] = _connections()
     conn = conns.get(purpose)
-    if conn is None or conn.closed or conn.broken:
+    if conn is not None and not _usable(conn):
+        with contextlib.suppress(Exception):
+            conn.close()
+        conn = None
+    if conn is None:
         conn = connect(settings)
         conns[purpose] = conn
-    elif conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-        conn.rollback()
     return conn
+
+
+def _usable(conn: psycopg.Connection[Any]) -> bool:
+    """Whether ``conn`` still works, without a round trip in the usual case.
+
+    Closed or broken (a statement found it gone): no. A transaction left failed: rolled back. An
+    idle connection whose socket has something to read: the server spoke outside any statement,
+    which it does when it ends the connection (its last words, then end of file), so a ``SELECT 1``
+    tells. Otherwise one ``poll`` of the socket (no wait) is the whole cost."""
+    if conn.closed or conn.broken:
+        return False
+    status = conn.info.transaction_status
+    if status == psycopg.pq.TransactionStatus.INERROR:
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            return False
+        status = conn.info.transaction_status
+    if status != psycopg.pq.TransactionStatus.IDLE or not _input_waiting(conn):
+        return not conn.broken
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
+def _input_waiting(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the connection's socket is readable (or hung up) right now."""
+    try:
+        fd = conn.fileno()
+    except psycopg.Error:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def per_connection(make: Callable[[psycopg.Connection[Any]], T]) -> Callable[[], T]:
+    """``make`` (dependencies that hold a connection) of this environment's connection
+    (:func:`get_connection`, checked at every call), made again only when that connection was
+    replaced; per thread, as the connections are."""
+    local = threading.local()
+
+    def get() -> T:
+        conn = get_connection()
+        if getattr(local, "conn", None) is not conn:
+            local.value, local.conn = make(conn), conn
+        value: T = local.value
+        return value
+
+    return get
 
 
 def close_connection() -> None:

@@ -431,14 +431,16 @@ def active_until(settings: Settings, conn: psycopg.Connection[Any]) -> datetime 
     return newest + timedelta(days=settings.sync_active_days)
 
 
-def default_deps(settings: Settings) -> SyncDeps:
-    """The dependencies of this execution environment."""
+def default_deps(settings: Settings, conn: psycopg.Connection[Any] | None = None) -> SyncDeps:
+    """The dependencies of this execution environment, on ``conn`` (this environment's connection
+    when not given)."""
     from myi import aws, crypto, db
     from myi.ratelimit import RateLimiter
     from myi.spotify.accounts import AccountsClient
     from myi.spotify.client import Budget
 
-    conn = db.get_connection(settings)
+    if conn is None:
+        conn = db.get_connection(settings)
     return SyncDeps(
         settings=settings,
         conn=conn,
