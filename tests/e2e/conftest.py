@@ -68,20 +68,36 @@ def print_log_on_failure(request: pytest.FixtureRequest, runtime: LocalRuntime) 
         print(f"\n--- local runtime log ---\n{runtime.log()}", file=sys.stderr)
 
 
-def sign_in(rt: LocalRuntime, spotify_user: str = "demo", return_to: str = "/") -> tuple[str, str, str]:
-    """Login -> Spotify -> callback, as a browser follows the redirects; returns (session cookie
-    value, final location, callback URL)."""
-    start = rt.get("/auth/login", params={"return_to": return_to})
+def browser() -> httpx.Client:
+    """A browser of its own: a cookie jar (which keeps each cookie's path), redirects not followed."""
+    return httpx.Client(follow_redirects=False, timeout=30)
+
+
+def start_sign_in(
+    client: httpx.Client, rt: LocalRuntime, spotify_user: str = "demo", return_to: str = "/"
+) -> str:
+    """Login -> Spotify's consent in the browser ``client`` (which keeps the ``myi_login`` cookie
+    /auth/login sets); returns the callback URL Spotify sends the browser to, not yet opened."""
+    start = client.get(f"{rt.url}/auth/login", params={"return_to": return_to})
     assert start.status_code == 302, start.text
-    approved = httpx.get(start.headers["location"] + f"&fake_user={spotify_user}", follow_redirects=False)
+    approved = client.get(start.headers["location"] + f"&fake_user={spotify_user}")
     assert approved.status_code in (302, 303)
     callback = approved.headers["location"]
     assert callback.startswith(f"{rt.url}/auth/callback?")
-    done = httpx.get(callback, follow_redirects=False)
-    assert done.status_code == 302, done.text
-    cookie = done.cookies.get("myi_session")
-    assert cookie, done.headers
-    return cookie, done.headers["location"], callback
+    return str(callback)
+
+
+def sign_in(rt: LocalRuntime, spotify_user: str = "demo", return_to: str = "/") -> tuple[str, str, str]:
+    """Login -> Spotify -> callback, as a browser follows the redirects (carrying the ``myi_login``
+    cookie from /auth/login to /auth/callback); returns (session cookie value, final location,
+    callback URL)."""
+    with browser() as client:
+        callback = start_sign_in(client, rt, spotify_user, return_to)
+        done = client.get(callback)
+        assert done.status_code == 302, done.text
+        cookie = done.cookies.get("myi_session")
+        assert cookie, done.headers
+        return cookie, done.headers["location"], callback
 
 
 def session(rt: LocalRuntime, cookie: str) -> httpx.Client:

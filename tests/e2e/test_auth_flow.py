@@ -9,7 +9,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.e2e.conftest import APP_URL, print_log_on_failure, sign_in
+from tests.e2e.conftest import APP_URL, browser, print_log_on_failure, sign_in, start_sign_in
 from tests.fixtures.local_runtime import LocalRuntime
 
 log_on_failure = pytest.fixture(autouse=True)(print_log_on_failure)
@@ -42,30 +42,76 @@ def test_a_user_signs_in_and_sees_themselves(runtime: LocalRuntime, fake: Any) -
     }
 
 
+def set_cookie(response: httpx.Response, name: str) -> str:
+    [line] = [v for v in response.headers.get_list("set-cookie") if v.startswith(f"{name}=")]
+    return line
+
+
 def test_the_session_cookie_is_http_only_and_lax(runtime: LocalRuntime) -> None:
-    start = runtime.get("/auth/login")
-    approved = httpx.get(start.headers["location"], follow_redirects=False)
-    done = httpx.get(approved.headers["location"], follow_redirects=False)
-    set_cookie = done.headers["set-cookie"]
-    assert set_cookie.startswith("myi_session=") and "HttpOnly" in set_cookie
-    assert "SameSite=Lax" in set_cookie and "Path=/" in set_cookie and "Secure" not in set_cookie
+    with browser() as client:
+        done = client.get(start_sign_in(client, runtime))
+    cookie = set_cookie(done, "myi_session")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/;" in cookie + ";"
+    assert "Secure" not in cookie
+
+
+def test_login_binds_the_state_to_the_browser_with_a_short_lived_callback_only_cookie(
+    runtime: LocalRuntime,
+) -> None:
+    start = httpx.get(f"{runtime.url}/auth/login", follow_redirects=False)
+    cookie = set_cookie(start, "myi_login")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    assert "Path=/auth/callback;" in cookie and "Max-Age=600;" in cookie  # PKCE_TTL_SECONDS
+    value = start.cookies["myi_login"]
+    assert len(value) >= 43 and value not in start.headers["location"]
+
+
+def sessions_count(rt: LocalRuntime) -> int:
+    with psycopg.connect(rt.database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM sessions").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_callback_opened_in_another_browser_signs_nobody_in(runtime: LocalRuntime) -> None:
+    """Login CSRF: the attacker starts a sign-in with their own Spotify account and gets the victim's
+    browser to open the callback URL."""
+    with browser() as attacker, browser() as victim:
+        callback = start_sign_in(attacker, runtime, "ana")
+        start_sign_in(victim, runtime, "demo")  # the victim has a sign-in of their own under way
+        before = sessions_count(runtime)
+        for jar in (None, {"myi_login": victim.cookies["myi_login"]}):
+            refused = httpx.get(callback, cookies=jar, follow_redirects=False)
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["code"] == "invalid_state"
+            assert "myi_session" not in refused.cookies
+        assert sessions_count(runtime) == before
+        # The state was not spent: in the browser that started it, the same callback works.
+        done = attacker.get(callback)
+        assert done.status_code == 302 and done.cookies.get("myi_session")
+        assert sessions_count(runtime) == before + 1
+        cleared = set_cookie(done, "myi_login")
+        assert "Max-Age=0" in cleared and "Path=/auth/callback" in cleared
+        assert "myi_login" not in attacker.cookies  # the browser dropped it
 
 
 def test_a_replayed_state_is_refused(runtime: LocalRuntime) -> None:
-    _, _, callback = sign_in(runtime)
-    replay = httpx.get(callback, follow_redirects=False)
+    with browser() as client:
+        callback = start_sign_in(client, runtime)
+        binding = client.cookies["myi_login"]
+        assert client.get(callback).status_code == 302
+    replay = httpx.get(callback, cookies={"myi_login": binding}, follow_redirects=False)
     assert replay.status_code == 400
     assert replay.json()["error"]["code"] == "invalid_state"
 
 
 def test_a_denied_authorisation_returns_to_the_app_with_the_reason(runtime: LocalRuntime, fake: Any) -> None:
-    start = runtime.get("/auth/login")
     fake.deny_next_login()
-    denied = httpx.get(start.headers["location"], follow_redirects=False)
-    done = httpx.get(denied.headers["location"], follow_redirects=False)
+    with browser() as client:
+        done = client.get(start_sign_in(client, runtime))
     assert done.status_code == 302
     assert done.headers["location"] == f"{APP_URL}/?login_error=access_denied"
-    assert "set-cookie" not in done.headers
+    assert "myi_session" not in done.cookies
 
 
 def test_logout_revokes_the_session_everywhere(runtime: LocalRuntime) -> None:
@@ -91,11 +137,16 @@ def test_a_session_row_given_to_another_user_opens_nothing(runtime: LocalRuntime
     assert me(runtime, alice).status_code == 401
 
 
-def test_a_return_path_to_another_site_is_refused(runtime: LocalRuntime) -> None:
-    response = runtime.get("/auth/login", params={"return_to": "https://evil.example"})
+@pytest.mark.parametrize(
+    "target",
+    ["https://evil.example", "//evil.example", "/\\evil.example", "/\u3000/evil.example", "/\t/evil.example"],
+)
+def test_a_return_path_to_another_site_is_refused(runtime: LocalRuntime, target: str) -> None:
+    response = httpx.get(f"{runtime.url}/auth/login", params={"return_to": target})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_request"
     assert "return_to" in response.json()["error"]["message"]
+    assert "myi_login" not in response.cookies
 
 
 def test_me_needs_a_live_session(runtime: LocalRuntime) -> None:

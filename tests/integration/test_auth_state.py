@@ -29,11 +29,38 @@ class Clock:
 
 def test_a_login_state_works_once(aws_resources: dict[str, str], settings: Settings) -> None:
     store = pkce.StateStore(settings)
-    state = pkce.new_state()
-    store.put(state, pkce.LoginState(verifier="v" * 50, return_to="/stats"))
-    assert store.consume(state) == pkce.LoginState(verifier="v" * 50, return_to="/stats")
-    assert store.consume(state) is None
-    assert store.consume("never-issued") is None
+    state, browser = pkce.new_state(), pkce.new_browser_binding()
+    store.put(state, pkce.LoginState(verifier="v" * 50, return_to="/stats"), browser=browser)
+    assert store.consume(state, browser) == pkce.LoginState(verifier="v" * 50, return_to="/stats")
+    assert store.consume(state, browser) is None
+    assert store.consume("never-issued", browser) is None
+
+
+def test_a_login_state_opens_only_with_its_browser_binding_and_is_not_spent_by_another(
+    aws_resources: dict[str, str], settings: Settings
+) -> None:
+    store = pkce.StateStore(settings)
+    state, browser = pkce.new_state(), pkce.new_browser_binding()
+    store.put(state, pkce.LoginState(verifier="v" * 50, return_to="/"), browser=browser)
+    for other in (None, "", pkce.new_browser_binding(), browser.upper(), browser + "=", "x" * 300):
+        assert store.consume(state, other) is None
+    assert store.consume(state, browser) == pkce.LoginState(verifier="v" * 50, return_to="/")
+
+
+def test_the_table_holds_neither_the_state_nor_the_browser_binding(
+    aws_resources: dict[str, str], settings: Settings
+) -> None:
+    store = pkce.StateStore(settings)
+    state, browser = pkce.new_state(), pkce.new_browser_binding()
+    store.put(state, pkce.LoginState(verifier="v" * 50, return_to="/"), browser=browser)
+    items = (
+        boto3.session.Session()
+        .client("dynamodb", region_name=settings.region, endpoint_url=settings.aws_endpoint_url)
+        .scan(TableName=settings.state_table)["Items"]
+    )
+    dumped = repr(items)
+    assert "v" * 50 in dumped  # the item is there
+    assert state not in dumped and browser not in dumped
 
 
 def test_an_expired_login_state_is_refused_even_before_dynamodb_removes_it(
@@ -42,9 +69,9 @@ def test_an_expired_login_state_is_refused_even_before_dynamodb_removes_it(
     clock = Clock()
     store = pkce.StateStore(settings.replace(pkce_ttl_s=60), clock=clock)
     state = pkce.new_state()
-    store.put(state, pkce.LoginState(verifier="v" * 50, return_to="/"))
+    store.put(state, pkce.LoginState(verifier="v" * 50, return_to="/"), browser="b")
     clock.t += 61
-    assert store.consume(state) is None
+    assert store.consume(state, "b") is None
 
 
 def test_racing_callbacks_consume_a_state_exactly_once(
@@ -52,9 +79,9 @@ def test_racing_callbacks_consume_a_state_exactly_once(
 ) -> None:
     store = pkce.StateStore(settings)
     state = pkce.new_state()
-    store.put(state, pkce.LoginState(verifier="v" * 50, return_to="/"))
+    store.put(state, pkce.LoginState(verifier="v" * 50, return_to="/"), browser="b")
     results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(store.consume(state))) for _ in range(6)]
+    threads = [threading.Thread(target=lambda: results.append(store.consume(state, "b"))) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:

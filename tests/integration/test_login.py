@@ -15,6 +15,7 @@ from myi.api.errors import InvalidRequest, RateLimited
 from myi.auth import login, pkce, sessions
 from myi.crypto import KeyRing
 from myi.observability import logger
+from myi.spotify.accounts import authorize_url
 from tests.fixtures.auth import approve
 
 
@@ -22,14 +23,22 @@ def query(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
 
 
+def start(deps: login.LoginDeps, return_to: str = "/") -> tuple[dict[str, str], str]:
+    """Login and Spotify's consent: the callback's query, and the browser's ``myi_login`` value."""
+    started = login.begin(deps, return_to=return_to, client_ip=None)
+    return approve(started.location), started.browser
+
+
 def sign_in(deps: login.LoginDeps, return_to: str = "/", user: str | None = None) -> login.Finished:
-    params = approve(login.begin(deps, return_to=return_to, client_ip="198.51.100.7"), user)
-    return login.finish(deps, params, user_agent="tests")
+    started = login.begin(deps, return_to=return_to, client_ip="198.51.100.7")
+    return login.finish(deps, approve(started.location, user), browser=started.browser, user_agent="tests")
 
 
 def test_login_redirects_to_spotify_with_pkce_and_a_fresh_state(login_deps: login.LoginDeps) -> None:
-    first = urlparse(login.begin(login_deps, return_to="/stats", client_ip="198.51.100.7"))
-    second = query(login.begin(login_deps, return_to="/stats", client_ip="198.51.100.7"))
+    begun = login.begin(login_deps, return_to="/stats", client_ip="198.51.100.7")
+    first = urlparse(begun.location)
+    again = login.begin(login_deps, return_to="/stats", client_ip="198.51.100.7")
+    second = query(again.location)
     q = query(first.geturl())
     assert (
         f"{first.scheme}://{first.netloc}{first.path}"
@@ -40,6 +49,8 @@ def test_login_redirects_to_spotify_with_pkce_and_a_fresh_state(login_deps: logi
     assert set(q["scope"].split()) >= {"user-read-recently-played", "user-top-read"}
     assert q["code_challenge_method"] == "S256" and len(q["code_challenge"]) == 43
     assert q["state"] != second["state"] and q["code_challenge"] != second["code_challenge"]
+    assert len(begun.browser) >= 43 and begun.browser != again.browser
+    assert begun.browser not in begun.location  # the binding travels only in the cookie
 
 
 def test_a_full_sign_in_creates_the_user_the_encrypted_grant_and_a_session(
@@ -80,12 +91,47 @@ def test_a_display_name_with_nul_characters_is_stored_without_them(
 
 
 def test_a_state_works_once(login_deps: login.LoginDeps) -> None:
-    params = approve(login.begin(login_deps, return_to="/", client_ip=None))
-    assert login.finish(login_deps, params, user_agent=None).session
+    params, browser = start(login_deps)
+    assert login.finish(login_deps, params, browser=browser, user_agent=None).session
     with pytest.raises(login.InvalidState):
-        login.finish(login_deps, params, user_agent=None)
+        login.finish(login_deps, params, browser=browser, user_agent=None)
     with pytest.raises(login.InvalidState):
-        login.finish(login_deps, {"code": "x", "state": "forged"}, user_agent=None)
+        login.finish(login_deps, {"code": "x", "state": "forged"}, browser=browser, user_agent=None)
+
+
+def sessions_count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM sessions").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_callback_from_another_browser_signs_nobody_in_and_leaves_the_state_unspent(
+    login_deps: login.LoginDeps, db_conn: psycopg.Connection[Any]
+) -> None:
+    # Login CSRF: the attacker starts a sign-in and gets the victim's browser to open the callback.
+    attackers, attacker_browser = start(login_deps)
+    _, victim_browser = start(login_deps)  # the victim's own sign-in, in progress
+    for browser in (None, "", victim_browser, attacker_browser + "x", "a" * 300):
+        with pytest.raises(login.InvalidState):
+            login.finish(login_deps, attackers, browser=browser, user_agent=None)
+    assert sessions_count(db_conn) == 0
+    # Refused without being spent: in the browser that started it, the same callback still works.
+    done = login.finish(login_deps, attackers, browser=attacker_browser, user_agent=None)
+    assert done.session and sessions_count(db_conn) == 1
+
+
+def test_a_refusal_from_spotify_spends_the_state_only_in_its_own_browser(
+    login_deps: login.LoginDeps, fake_spotify: Any
+) -> None:
+    params, browser = start(login_deps)
+    refused = {"error": "access_denied", "state": params["state"]}
+    other = login.finish(login_deps, refused, browser=pkce.new_browser_binding(), user_agent=None)
+    assert other.session is None and query(other.location) == {"login_error": "access_denied"}
+    assert login.finish(login_deps, params, browser=browser, user_agent=None).session  # still unspent
+    params, browser = start(login_deps)
+    assert login.finish(login_deps, {**refused, "state": params["state"]}, browser=browser, user_agent=None)
+    with pytest.raises(login.InvalidState):  # spent by the refusal in its own browser
+        login.finish(login_deps, params, browser=browser, user_agent=None)
 
 
 def test_a_refused_authorisation_sends_the_user_back_with_the_reason(
@@ -99,11 +145,11 @@ def test_a_refused_authorisation_sends_the_user_back_with_the_reason(
 
 
 def test_a_spent_code_ends_in_invalid_grant_not_a_server_error(login_deps: login.LoginDeps) -> None:
-    params = approve(login.begin(login_deps, return_to="/", client_ip=None))
-    assert login.finish(login_deps, params, user_agent=None).session
+    params, browser = start(login_deps)
+    assert login.finish(login_deps, params, browser=browser, user_agent=None).session
     state = pkce.new_state()
-    login_deps.states.put(state, pkce.LoginState(verifier=pkce.new_verifier(), return_to="/"))
-    done = login.finish(login_deps, {"code": params["code"], "state": state}, user_agent=None)
+    login_deps.states.put(state, pkce.LoginState(verifier=pkce.new_verifier(), return_to="/"), browser="b")
+    done = login.finish(login_deps, {"code": params["code"], "state": state}, browser="b", user_agent=None)
     assert done.session is None and query(done.location) == {"login_error": "invalid_grant"}
 
 
@@ -117,16 +163,46 @@ def test_spotify_down_at_the_exchange_ends_in_a_redirect(
 
 
 def test_an_unreachable_spotify_ends_in_a_redirect(login_deps: login.LoginDeps, fake_spotify: Any) -> None:
-    params = approve(login.begin(login_deps, return_to="/", client_ip=None))
+    params, browser = start(login_deps)
     fake_spotify.stop()
-    done = login.finish(login_deps, params, user_agent=None)
+    done = login.finish(login_deps, params, browser=browser, user_agent=None)
     assert done.session is None and query(done.location) == {"login_error": "spotify_unavailable"}
 
 
-@pytest.mark.parametrize("target", ["https://evil.example", "//evil.example/x", "evil"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example",
+        "//evil.example/x",
+        "/\\evil.example",
+        "/\u3000/evil.example",
+        "/\t/evil.example",
+        "/stats\x7f",
+        "evil",
+    ],
+)
 def test_a_return_path_off_the_site_is_refused(login_deps: login.LoginDeps, target: str) -> None:
     with pytest.raises(InvalidRequest, match="return_to"):
         login.begin(login_deps, return_to=target, client_ip=None)
+
+
+@pytest.mark.parametrize(
+    "stored", ["/\u3000/evil.example", "//evil.example", "/\\evil.example", "https://evil.example"]
+)
+def test_the_redirect_after_sign_in_is_always_a_path_on_the_app(
+    login_deps: login.LoginDeps, stored: str
+) -> None:
+    # A state written before return paths were checked this strictly still lands on the app's home.
+    verifier, state = pkce.new_verifier(), pkce.new_state()
+    login_deps.states.put(state, pkce.LoginState(verifier=verifier, return_to=stored), browser="b")
+    url = authorize_url(
+        login_deps.settings,
+        state=state,
+        code_challenge=pkce.challenge_of(verifier),
+        redirect_uri=login_deps.redirect_uri,
+    )
+    done = login.finish(login_deps, approve(url), browser="b", user_agent=None)
+    assert done.session and done.location == f"{login_deps.settings.app_url}/"
 
 
 def test_logins_are_limited_per_client_address(login_deps: login.LoginDeps) -> None:
@@ -157,12 +233,11 @@ def test_no_code_verifier_or_token_reaches_a_log_line(
     ours.addHandler(caplog.handler)
     logger.setLevel(logging.DEBUG)
     try:
-        params = approve(login.begin(login_deps, return_to="/", client_ip=None))
-        done = login.finish(login_deps, params, user_agent=None)
+        params, browser = start(login_deps)
+        done = login.finish(login_deps, params, browser=browser, user_agent=None)
         fake_spotify.inject("/api/token", status=500)
-        failed = login.finish(
-            login_deps, approve(login.begin(login_deps, return_to="/", client_ip=None)), user_agent=None
-        )
+        again, browser = start(login_deps)
+        failed = login.finish(login_deps, again, browser=browser, user_agent=None)
     finally:
         logger.setLevel(logging.WARNING)
         ours.removeHandler(caplog.handler)

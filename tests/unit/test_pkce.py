@@ -45,7 +45,22 @@ def test_a_missing_return_path_means_home() -> None:
         "javascript:alert(1)",
         "/ok\r\nSet-Cookie: x=1",
         "/" + "a" * 600,
+        "/\u3000/evil.example",  # an ideographic space: not sent as a header, or read as "//"
+        "/\t/evil.example",  # browsers drop tabs and newlines: "//evil.example"
+        "/\n/evil.example",
+        "/\x00/evil.example",
+        "/\x7f",
+        "/\x85/evil.example",
+        "/\u2028/evil.example",
+        "/ /evil.example",
+        "/stats\\..\\x",
+        "/caf\u00e9",
     ],
 )
 def test_anything_that_could_leave_the_site_is_refused(target: str) -> None:
     assert pkce.safe_return_to(target) is None
+
+
+@pytest.mark.parametrize("path", ["/caf%C3%A9", "/stats?q=a%20b&x=~!$'()*+,;=:@", "/%2F%2Fevil.example"])
+def test_percent_encoded_paths_are_kept(path: str) -> None:
+    assert pkce.safe_return_to(path) == path

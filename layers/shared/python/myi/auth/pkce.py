@@ -1,7 +1,9 @@
 """PKCE (RFC 7636, S256) and the login state kept in DynamoDB between login and callback.
 
-The state item holds the verifier and where to return; it expires after ``PKCE_TTL_SECONDS`` and is
-consumed by a conditional delete, so a state works once even when two callbacks race.
+The state item holds the verifier, where to return and a digest of the browser binding (the
+``myi_login`` cookie set by ``/auth/login``); it expires after ``PKCE_TTL_SECONDS`` and is consumed by
+a conditional delete that also checks the binding, so a state works once even when two callbacks race,
+only in the browser that started the sign-in, and a callback from another browser leaves it unspent.
 """
 
 from __future__ import annotations
@@ -33,13 +35,23 @@ def new_state() -> str:
     return secrets.token_urlsafe(32)
 
 
+def new_browser_binding() -> str:
+    """The value of the ``myi_login`` cookie that ties a state to the browser that asked for it."""
+    return secrets.token_urlsafe(32)
+
+
 def safe_return_to(value: str | None) -> str | None:
-    """A relative path on the SPA, or None when ``value`` could leave it (open redirect)."""
+    """A relative path on the SPA, or None when ``value`` could leave it (open redirect).
+
+    Only printable ASCII without spaces or backslashes is kept (a path from the SPA is already
+    percent-encoded): browsers drop tabs and newlines and read ``\\`` as ``/``, and a header with
+    other characters may not be sent at all, so anything else is refused rather than guessed at.
+    """
     if value is None or value == "":
         return "/"
-    if len(value) > 512 or not value.startswith("/") or value.startswith(("//", "/\\")):
+    if len(value) > 512 or not value.startswith("/") or value.startswith("//"):
         return None
-    if any(ord(ch) < 0x20 or ch in "\\" for ch in value):
+    if any(not ("!" <= ch <= "~") or ch == "\\" for ch in value):
         return None
     return value
 
@@ -64,27 +76,39 @@ class StateStore:
         # Only a digest of the state is used as the key: the table never holds a usable state.
         return {"pk": {"S": "pkce#" + hashlib.sha256(state.encode()).hexdigest()}}
 
-    def put(self, state: str, login: LoginState) -> None:
+    @staticmethod
+    def _browser(browser: str) -> dict[str, str]:
+        # Likewise only a digest of the browser binding: the table cannot forge the cookie.
+        return {"S": hashlib.sha256(browser.encode()).hexdigest()}
+
+    def put(self, state: str, login: LoginState, *, browser: str) -> None:
+        """Keep ``login`` under ``state``, usable only with the cookie value ``browser``."""
+        if not browser:
+            raise ValueError("a login state needs a browser binding")
         self._client.put_item(
             TableName=self._table,
             Item={
                 **self._key(state),
                 "verifier": {"S": login.verifier},
                 "return_to": {"S": login.return_to},
+                "browser": self._browser(browser),
                 "expires_at": {"N": str(int(self._clock()) + self._ttl)},
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
 
-    def consume(self, state: str) -> LoginState | None:
-        """The login of ``state``, removed at once; None when unknown, expired or used."""
-        if not state or len(state) > 256:
+    def consume(self, state: str, browser: str | None) -> LoginState | None:
+        """The login of ``state``, removed at once; None when unknown, expired, used, or bound to
+        another browser than ``browser`` (the ``myi_login`` cookie). A wrong or missing binding
+        leaves the state as it was: it cannot be spent from another browser."""
+        if not state or len(state) > 256 or not browser or len(browser) > 256:
             return None
         try:
             out = self._client.delete_item(
                 TableName=self._table,
                 Key=self._key(state),
-                ConditionExpression="attribute_exists(pk)",
+                ConditionExpression="attribute_exists(pk) AND browser = :browser",
+                ExpressionAttributeValues={":browser": self._browser(browser)},
                 ReturnValues="ALL_OLD",
             )
         except self._client.exceptions.ConditionalCheckFailedException:

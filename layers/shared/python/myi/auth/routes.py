@@ -16,21 +16,31 @@ def build_auth_app() -> APIGatewayHttpResolver:
     @app.get("/auth/login", include_in_schema=False)
     def auth_login():
         event = app.current_event
-        location = login.begin(
-            login.default_deps(),
+        deps = login.default_deps()
+        started = login.begin(
+            deps,
             return_to=event.get_query_string_value("return_to"),
             client_ip=event.request_context.http.source_ip,
         )
-        return Response(status_code=302, headers={"Location": location, **NO_STORE})
+        return Response(
+            status_code=302,
+            headers={"Location": started.location, **NO_STORE},
+            cookies=[login.browser_cookie(deps, started.browser)],
+        )
 
     @app.get("/auth/callback", include_in_schema=False)
     def auth_callback():
         event = app.current_event
         deps = login.default_deps()
         done = login.finish(
-            deps, event.query_string_parameters or {}, user_agent=event.headers.get("user-agent")
+            deps,
+            event.query_string_parameters or {},
+            browser=sessions.cookie_value(event.cookies, login.BROWSER_COOKIE),
+            user_agent=event.headers.get("user-agent"),
         )
-        cookies = [sessions.set_cookie(done.session, deps.settings)] if done.session else []
+        cookies = [login.clear_browser_cookie(deps)]
+        if done.session:
+            cookies.append(sessions.set_cookie(done.session, deps.settings))
         return Response(status_code=302, headers={"Location": done.location, **NO_STORE}, cookies=cookies)
 
     @app.post("/auth/logout", include_in_schema=False)

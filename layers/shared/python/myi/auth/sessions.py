@@ -119,11 +119,11 @@ def purge(conn: psycopg.Connection[Any], *, now: datetime, keep: timedelta = tim
     return cur.rowcount
 
 
-def cookie_value(cookies: list[str] | None) -> str | None:
-    """The ``myi_session`` value among a request's cookies (API Gateway v2 ``cookies``)."""
+def cookie_value(cookies: list[str] | None, cookie: str = COOKIE) -> str | None:
+    """The ``myi_session`` (or ``cookie``) value among a request's cookies (API Gateway v2 ``cookies``)."""
     for item in cookies or ():
         name, _, value = item.strip().partition("=")
-        if name == COOKIE and value:
+        if name == cookie and value:
             return value
     return None
 
