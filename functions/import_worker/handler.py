@@ -45,7 +45,8 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     deps = _deps(context)
 
     def record_handler(record: SQSRecord) -> None:
-        handle_message(deps, record.body)
+        attempt = int(record.raw_event.get("attributes", {}).get("ApproximateReceiveCount") or 1)
+        handle_message(deps, record.body, attempt=attempt)
 
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context

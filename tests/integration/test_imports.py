@@ -31,7 +31,7 @@ from myi.imports import jobs
 from myi.imports.worker import WorkerDeps, handle_message, sweep
 from myi.ingestion import ingest
 from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
-from tests.fixtures.imports import Importer, s3_event, zip_of
+from tests.fixtures.imports import Importer, empty_queue, s3_event, zip_of
 from tests.fixtures.plays import make_user
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "spotify" / "samples"
@@ -316,7 +316,7 @@ def test_a_worker_short_of_time_continues_in_a_new_invocation(importer: Importer
     importer.deps.remaining_ms = remaining
     queue = importer.settings.require("import_queue_url", "IMPORT_QUEUE_URL")
     sqs = importer.deps.sqs
-    sqs.purge_queue(QueueUrl=queue)
+    empty_queue(sqs, queue)
     job = importer.upload(user, records, "Streaming_History_Audio_2020_0.json")
     started = job["started_at"]
     rounds = 0

@@ -25,6 +25,7 @@ from tests.fixtures.imports import (
     UPLOADS,
     Importer,
     apple_double,
+    empty_queue,
     finder_zip,
     infozip,
     nested_zip,
@@ -197,7 +198,7 @@ def test_a_forwarded_download_resumes_at_the_same_nested_members(importer: Impor
 
     importer.deps.remaining_ms = remaining
     queue = importer.settings.require("import_queue_url", "IMPORT_QUEUE_URL")
-    importer.deps.sqs.purge_queue(QueueUrl=queue)
+    empty_queue(importer.deps.sqs, queue)
     user = make_user(db_conn, "resumed")
     job = importer.upload(user, data)
     checkpoints = []

@@ -160,3 +160,26 @@ def test_a_name_key_ignores_accents_case_and_punctuation_but_is_never_empty(
 ) -> None:
     assert (name_key(a) == name_key(b)) is same
     assert name_key(a) and name_key(b)
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("spotify:track:4NoM07yO0Luyv3OpeTwlyW", "4NoM07yO0Luyv3OpeTwlyW"),
+        ("spotify:track:4NoM07yO0Luyv3OpeTwly", None),  # 21 characters
+        ("spotify:track:" + "a" * 10_000, None),
+        ("spotify:track:４NoM07yO0Luyv3OpeTwlyW", None),  # a fullwidth digit is alphanumeric, not base 62  # noqa: RUF001
+        ("spotify:track:4NoM07yO0Luyv3OpeTwly_", None),
+        ("spotify:episode:4NoM07yO0Luyv3OpeTwlyW", None),
+    ],
+)
+def test_track_ids_are_22_base62_characters(uri: str, expected: str | None) -> None:
+    from myi.catalog import spotify_id_from_uri
+
+    assert spotify_id_from_uri(uri) == expected
+
+
+def test_a_malformed_track_uri_is_invalid_and_a_missing_one_is_no_track_uri() -> None:
+    record = {"ts": "2020-01-01T00:00:00Z", "ms_played": 40_000, "reason_end": "trackdone"}
+    assert normalise({**record, "spotify_track_uri": "spotify:track:" + "a" * 10_000}) == "invalid"
+    assert normalise({**record, "spotify_track_uri": None}) == "no_track_uri"

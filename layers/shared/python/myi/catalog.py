@@ -71,12 +71,16 @@ def rekey_empty_names(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return changed
 
 
+_SPOTIFY_ID = re.compile(r"[0-9A-Za-z]{22}")
+
+
 def spotify_id_from_uri(uri: str | None, kind: str = "track") -> str | None:
-    """``spotify:track:<id>`` -> ``<id>``; None for anything else."""
+    """``spotify:track:<id>`` -> ``<id>``; None for anything else, and for an id that is not
+    Spotify's 22 base-62 characters (the form the Web API schema gives its ids)."""
     if not uri:
         return None
     prefix = f"spotify:{kind}:"
     if not uri.startswith(prefix):
         return None
     ident = uri[len(prefix) :]
-    return ident if ident.isalnum() else None
+    return ident if len(ident) == 22 and _SPOTIFY_ID.fullmatch(ident) else None

@@ -1586,11 +1586,13 @@ def _write_events(
     if not neighbours:
         return _insert_events(ex, import_id, params, matched=False)
     ex.script(_MATCH_SQL, params)
-    # Merges: the statistics move by the difference between the real and the estimated figure.
+    # Merges: the statistics move by the difference between the real and the estimated figure. An
+    # import keeps the rows it changes as they were (import_merges), for a failure to put back.
     ex(
         """
         WITH old AS (
-            SELECT e.track_id, e.played_at, e.ms_played FROM listening_events e
+            SELECT e.track_id, e.played_at, e.ms_played, e.is_estimated, e.api_twin_at,
+                   e.extended_twin_at, e.account_twin_at FROM listening_events e
               JOIN tmp_plays p ON p.action IN ('merge', 'claim') AND e.user_id = %(user)s
                AND e.played_at BETWEEN %(reach_first)s AND %(reach_last)s
                AND e.track_id = p.target_track AND e.played_at = p.target
@@ -1608,13 +1610,20 @@ def _write_events(
                AND e.played_at BETWEEN %(reach_first)s AND %(reach_last)s
                AND e.track_id = p.target_track AND e.played_at = p.target
             RETURNING e.track_id, e.played_at, e.ms_played
+        ), kept AS (
+            INSERT INTO import_merges (import_id, user_id, track_id, played_at, ms_played, is_estimated,
+                                       api_twin_at, extended_twin_at, account_twin_at)
+            SELECT %(import_id)s, %(user)s, o.track_id, o.played_at, o.ms_played, o.is_estimated,
+                   o.api_twin_at, o.extended_twin_at, o.account_twin_at
+              FROM old o WHERE %(import_id)s::uuid IS NOT NULL
+            ON CONFLICT DO NOTHING
         )
         INSERT INTO tmp_delta (track_id, played_at, plays, ms)
         SELECT c.track_id, c.played_at, 0, c.ms_played - old.ms_played
           FROM changed c JOIN old USING (track_id, played_at)
          WHERE c.ms_played <> old.ms_played
         """,
-        params,
+        {**params, "import_id": import_id},
     )
     return _insert_events(ex, import_id, params, matched=True)
 

@@ -48,10 +48,17 @@ def catalog(size: int, seed: int = 1) -> list[SyntheticTrack]:
 
 
 def extended_records(
-    count: int, *, tracks: list[SyntheticTrack], start: datetime = START, seed: int = 2, old: bool = False
+    count: int,
+    *,
+    tracks: list[SyntheticTrack],
+    start: datetime = START,
+    seed: int = 2,
+    old: bool = False,
+    breaks: float = 0.05,
 ) -> Iterator[dict[str, Any]]:
     """``count`` extended-history records in time order: about 85 % music plays, the rest skips,
-    short plays, podcast episodes, audiobook chapters and incognito plays."""
+    short plays, podcast episodes, audiobook chapters and incognito plays; after a share ``breaks``
+    of them, a pause of 4 to 40 hours."""
     rng = random.Random(seed)
     at = start
     for n in range(count):
@@ -117,7 +124,7 @@ def extended_records(
         elif 0.97 <= roll < 0.98:
             record["incognito_mode"] = True
         at += timedelta(milliseconds=record["ms_played"] + rng.randint(0, 90) * 1000)
-        if rng.random() < 0.05:
+        if rng.random() < breaks:
             at += timedelta(hours=rng.randint(4, 40))
         record["ts"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
         yield record
@@ -158,9 +165,13 @@ def write_extended_zip(
     path: Path, count: int, *, tracks: list[SyntheticTrack] | None = None, seed: int = 2
 ) -> int:
     """A zip like Spotify's extended-history download: ``count`` records in files of 15,000, plus
-    the files Spotify adds that are not history."""
+    the files Spotify adds that are not history. However many, they lie between ``START`` and a
+    day ago (an import counts a play from the future as invalid): a long history pauses less."""
     tracks = tracks or catalog(max(100, min(30_000, count // 15)), seed)
-    records = extended_records(count, tracks=tracks, seed=seed)
+    hours = (datetime.now(UTC) - timedelta(days=1) - START) / timedelta(hours=1)
+    # about 4 minutes a record, and 22 hours a pause on average
+    breaks = min(0.05, max(0.0, (hours * 0.9 / count - 4 / 60) / 22))
+    records = extended_records(count, tracks=tracks, seed=seed, breaks=breaks)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
         zf.writestr(
             "Spotify Extended Streaming History/ReadMeFirst_ExtendedStreamingHistory.pdf", b"%PDF-1.4"

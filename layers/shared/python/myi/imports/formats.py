@@ -14,15 +14,22 @@ the file is called: a music video in a ``Streaming_History_Video_*`` file carrie
 URI and is a play of that track; a video episode is an ``episode``. An account-data record named
 "Unknown Artist" / "Unknown Track" is Spotify's placeholder for something it cannot name (a local
 file, removed content): it identifies no track, so it is ``no_track_uri``, not one shared track.
+
+Every field is range-checked here, so that one crafted or damaged record is ``invalid`` instead of
+failing its batch: ``ms_played`` fits its column (a PostgreSQL ``integer``); the time of a play lies
+between 2006-01-01 (before Spotify) and a day after now; a track URI holds a 22-character base-62
+id (:func:`~myi.catalog.spotify_id_from_uri`). Names are kept, shortened: to ``MAX_NAME`` characters,
+and further where their catalog key (:func:`~myi.catalog.name_key`, which may expand a character
+into many) would not fit an index entry.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from myi.catalog import spotify_id_from_uri
+from myi.catalog import name_key, spotify_id_from_uri
 from myi.plays import AlbumRef, ArtistRef, Play, TrackRef, clean_name
 
 SkipReason = Literal["short_play", "incognito", "episode", "audiobook", "no_track_uri", "invalid"]
@@ -35,6 +42,11 @@ SKIP_REASONS: tuple[SkipReason, ...] = (
     "invalid",
 )
 MIN_PLAY_MS = 30_000
+MAX_MS = 2**31 - 1  # listening_events.ms_played is an integer
+EARLIEST = datetime(2006, 1, 1, tzinfo=UTC)  # Spotify was founded in 2006
+FUTURE = timedelta(days=1)  # how far past now a play may lie (clocks are not all right)
+MAX_NAME = 1_000  # characters of a name that are kept
+MAX_KEY_BYTES = 1_200  # of a name's key: two keys fit one btree entry (at most 2,704 bytes)
 
 # Keys that make a JSON array an export file, whatever it is called.
 _EXTENDED_KEYS = {"ts", "ms_played"}
@@ -60,11 +72,34 @@ def _int(value: Any) -> int | None:
 
 
 def _text(value: Any) -> str | None:
-    """A name (see :func:`~myi.plays.clean_name`); None when blank."""
+    """A name (see :func:`~myi.plays.clean_name`), at most ``MAX_NAME`` characters; None when blank."""
     if not isinstance(value, str):
         return None
+    if len(value) > MAX_NAME:
+        value = value[:MAX_NAME]
     value = clean_name(value)
     return value if value.strip() else None
+
+
+def _fit(name: str) -> str:
+    """A name shortened until its catalog key fits ``MAX_KEY_BYTES``. A character keys to at most
+    33 UTF-8 bytes (U+FDFA), so names of up to 36 characters always fit and are not looked at."""
+    while len(name) > 36 and len(name_key(name).encode()) > MAX_KEY_BYTES:
+        name = name[: len(name) * 3 // 4]
+    return name
+
+
+# The latest time a play may have: now and a day, moved on only when a play lies past it.
+_latest = datetime.now(UTC) + FUTURE
+
+
+def _in_range(played_at: datetime) -> bool:
+    global _latest
+    if played_at < EARLIEST:
+        return False
+    if played_at > _latest:
+        _latest = datetime.now(UTC) + FUTURE
+    return played_at <= _latest
 
 
 def _extended_time(value: Any) -> datetime | None:
@@ -102,14 +137,16 @@ def normalise(record: Any) -> Play | SkipReason:
 def _extended(r: dict[str, Any]) -> Play | SkipReason:
     played_at = _extended_time(r.get("ts"))
     ms = _int(r.get("ms_played"))
-    if played_at is None or ms is None or ms < 0:
+    if played_at is None or ms is None or not 0 <= ms <= MAX_MS or not _in_range(played_at):
         return "invalid"
+    uri = r.get("spotify_track_uri")
+    track_id = spotify_id_from_uri(uri) if isinstance(uri, str) else None
+    if track_id is None and isinstance(uri, str) and uri.startswith("spotify:track:"):
+        return "invalid"  # a track URI, but not one of Spotify's ids
     if r.get("audiobook_chapter_uri") or r.get("audiobook_uri") or r.get("audiobook_title"):
         return "audiobook"
     if r.get("spotify_episode_uri") or r.get("episode_name") or r.get("episode_show_name"):
         return "episode"
-    uri = r.get("spotify_track_uri")
-    track_id = spotify_id_from_uri(uri) if isinstance(uri, str) else None
     if not track_id:
         return "no_track_uri"
     if r.get("incognito_mode") is True:
@@ -136,9 +173,9 @@ _TRACKS_MAX = 100_000
 def _extended_track(
     track_id: str, track_name: str | None, artist_name: str | None, album_name: str | None
 ) -> TrackRef:
-    artists = (ArtistRef(artist_name),) if artist_name else ()
-    album = AlbumRef(album_name, artists=artists) if album_name else None
-    track = TrackRef(name=track_name or "", spotify_id=track_id, artists=artists, album=album)
+    artists = (ArtistRef(_fit(artist_name)),) if artist_name else ()
+    album = AlbumRef(_fit(album_name), artists=artists) if album_name else None
+    track = TrackRef(name=_fit(track_name or ""), spotify_id=track_id, artists=artists, album=album)
     if len(_TRACKS) >= _TRACKS_MAX:
         _TRACKS.clear()
     _TRACKS[(track_id, track_name, artist_name, album_name)] = track
@@ -148,7 +185,7 @@ def _extended_track(
 def _account(r: dict[str, Any]) -> Play | SkipReason:
     played_at = _account_time(r.get("endTime"))
     ms = _int(r.get("msPlayed"))
-    if played_at is None or ms is None or ms < 0:
+    if played_at is None or ms is None or not 0 <= ms <= MAX_MS or not _in_range(played_at):
         return "invalid"
     if "podcastName" in r or "episodeName" in r:
         return "episode"
@@ -161,5 +198,5 @@ def _account(r: dict[str, Any]) -> Play | SkipReason:
         return "no_track_uri"
     if ms < MIN_PLAY_MS:
         return "short_play"
-    track = TrackRef(name=track_name, spotify_id=None, artists=(ArtistRef(artist_name),))
+    track = TrackRef(name=_fit(track_name), spotify_id=None, artists=(ArtistRef(_fit(artist_name)),))
     return Play(track, played_at, "account", ms)

@@ -93,11 +93,18 @@ class BadUpload(Exception):
     """The upload cannot be imported; the message is for the person who uploaded it."""
 
 
-class S3Object(io.RawIOBase):
-    """A read-only, seekable view of an S3 object through ranged GETs."""
+class UploadChanged(Exception):
+    """The object was replaced while it was being read (another upload to the same key)."""
 
-    def __init__(self, s3: Any, bucket: str, key: str, size: int) -> None:
+
+class S3Object(io.RawIOBase):
+    """A read-only, seekable view of one version of an S3 object through ranged GETs: with
+    ``etag``, every GET carries ``If-Match`` and a replaced object raises :class:`UploadChanged`
+    rather than mixing the bytes of two files."""
+
+    def __init__(self, s3: Any, bucket: str, key: str, size: int, etag: str | None = None) -> None:
         self._s3, self._bucket, self._key, self._size = s3, bucket, key, size
+        self._match = {"IfMatch": etag} if etag else {}
         self._pos = 0
         self.bytes_fetched = 0
 
@@ -119,9 +126,16 @@ class S3Object(io.RawIOBase):
         if self._pos >= self._size:
             return 0
         end = min(self._pos + len(buffer), self._size) - 1
-        body = self._s3.get_object(Bucket=self._bucket, Key=self._key, Range=f"bytes={self._pos}-{end}")[
-            "Body"
-        ]
+        try:
+            body = self._s3.get_object(
+                Bucket=self._bucket, Key=self._key, Range=f"bytes={self._pos}-{end}", **self._match
+            )["Body"]
+        except self._s3.exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if error.get("Code") in ("PreconditionFailed", "412") or status == 412:
+                raise UploadChanged(self._key) from None
+            raise
         data = body.read()
         n = len(data)
         buffer[:n] = data
@@ -130,8 +144,8 @@ class S3Object(io.RawIOBase):
         return n
 
 
-def open_s3(s3: Any, bucket: str, key: str, size: int) -> tuple[IO[bytes], S3Object]:
-    raw = S3Object(s3, bucket, key, size)
+def open_s3(s3: Any, bucket: str, key: str, size: int, etag: str | None = None) -> tuple[IO[bytes], S3Object]:
+    raw = S3Object(s3, bucket, key, size, etag)
     return io.BufferedReader(raw, buffer_size=CHUNK), raw
 
 
@@ -430,11 +444,86 @@ def array_records(stream: IO[bytes], name: str) -> Iterator[Any]:
         if head != b"[":
             kind = "an object" if head == b"{" else "a single value"
             raise BadUpload(f"{name} holds {kind} where a list of plays belongs")
-        yield from ijson.items(stream, "item", use_float=False)
+        yield from ijson.items(DepthGuard(stream, name), "item", use_float=False)
     except ijson.JSONError as exc:
         raise BadUpload(f"{name} is not valid JSON, or is cut short ({_short(exc)})") from None
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise BadUpload(f"{name} is damaged ({_short(exc)})") from None
+
+
+MAX_DEPTH = 16  # an export is a list of objects of scalars: depth 2; the rest is margin
+_SCAN_DELETE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+_SCAN_BRACKETS = bytes.maketrans(b"[]{}", b"()()")
+_SCAN_STRINGS = re.compile(rb'"[^"]*"')
+
+
+class DepthGuard:
+    """The bytes of a JSON document, passed through unchanged to ijson, refused once its nesting
+    goes deeper than ``MAX_DEPTH``: ijson's memory grows with the square of the depth (a 50 KB
+    upload of nested lists takes it past a gigabyte), so the depth is checked before ijson sees a
+    chunk, in constant memory.
+
+    No loop over bytes in Python: per chunk, escaped backslashes and then escaped quotes are
+    removed (``replace``), everything but quotes and brackets is deleted (``translate``), the
+    strings are cut out (adjacent quotes first, then one regex if quotes are left), and what
+    remains, brackets only, is reduced by removing innermost pairs (``replace('()', '')``) as often
+    as they nest. The chunk goes at most ``o + r`` deeper than where it started (``o`` openers left
+    unclosed, ``r`` rounds of reduction); only a chunk where that bound passes ``MAX_DEPTH`` is
+    walked bracket by bracket."""
+
+    def __init__(self, stream: IO[bytes], name: str) -> None:
+        self._stream, self._name = stream, name
+        self._depth = 0
+        self._in_string = False
+        self._carry = b""  # a backslash at the end of the last chunk that escapes the next byte
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if data:
+            self._scan(data)
+        return data
+
+    def _scan(self, data: bytes) -> None:
+        s = self._carry + data if self._carry else data
+        self._carry = b""
+        if s.endswith(b"\\"):
+            # a run of backslashes pairs from its start: only an odd one out waits for its partner
+            kept = s.rstrip(b"\\")
+            self._carry, s = (b"\\" if (len(s) - len(kept)) % 2 else b""), kept
+        if b"\\" in s:
+            s = s.replace(b"\\\\", b"").replace(b'\\"', b"")
+        s = s.translate(_SCAN_BRACKETS, _SCAN_DELETE)
+        if self._in_string:
+            end = s.find(b'"')
+            if end < 0:
+                return
+            s, self._in_string = s[end + 1 :], False
+        s = s.replace(b'""', b"")  # an empty string, or two strings made one: no bracket moves
+        if b'"' in s:
+            s = _SCAN_STRINGS.sub(b"", s)
+        start = s.find(b'"')
+        if start >= 0:
+            s, self._in_string = s[:start], True
+        if not s:
+            return
+        reduced, rounds = s, 0
+        while b"()" in reduced and rounds <= MAX_DEPTH:
+            reduced, rounds = reduced.replace(b"()", b""), rounds + 1
+        opened = reduced.count(b"(")
+        if self._depth + opened + rounds > MAX_DEPTH:
+            self._walk(s)
+        else:
+            self._depth = max(0, self._depth + 2 * opened - len(reduced))
+
+    def _walk(self, brackets: bytes) -> None:
+        depth = self._depth
+        for byte in brackets:
+            depth += 1 if byte == 40 else -1  # "("
+            if depth > MAX_DEPTH:
+                raise BadUpload(
+                    f"{self._name} is nested deeper than a Spotify export ever is; import refused"
+                )
+        self._depth = max(0, depth)
 
 
 def _skip_preamble(stream: IO[bytes]) -> bytes:

@@ -1,7 +1,10 @@
 """The import worker: from an uploaded object to exact statistics, in resumable batches.
 
-1. The S3 notification names a key; the job is found by that exact key (an object that matches no
-   job is refused and logged; keys carry the owner's prefix, so another user's job cannot match).
+1. The S3 notification names a key; the job is found by that exact key (keys carry the owner's
+   prefix, so another user's job cannot match). An object that matches no job (its user is gone)
+   or arrives for a job that has finished (the presigned form was used again) is deleted unread.
+   The worker reads the one version of the object it first saw (``If-Match`` with its ETag on
+   every ranged GET, the ETag kept in the checkpoint): a file replaced meanwhile fails the job.
 2. The object's real size is checked against ``MAX_UPLOAD_BYTES`` (the POST policy enforces it in
    S3; the emulator does not, so it is checked here too).
 3. The export members are found by their first record (not a zip or JSON, or no export inside:
@@ -17,6 +20,11 @@
    ``running`` with its checkpoint; the redelivered message resumes from it, and a worker about to
    run out of time enqueues a continuation itself. Only one worker runs a job at a time (an
    advisory lock).
+5. Any other exception is retried by redelivery while the queue has deliveries left
+   (``MAX_ATTEMPTS``, the import queue's ``max_receives`` in ``infra/wiring.py``); on the last one
+   the job fails with a message and its plays are taken back out, never left ``running``.
+   Failing (:func:`_fail`) also puts back the plays stored before the job that it merged or
+   claimed (``import_merges``), so a failed job leaves events and statistics as they were.
 """
 
 from __future__ import annotations
@@ -35,14 +43,26 @@ import psycopg
 from myi import enrichment, stats
 from myi.imports import jobs
 from myi.imports.formats import is_export_record, normalise
-from myi.imports.reader import BadUpload, Member, Upload, array_records, is_export, open_s3
+from myi.imports.reader import (
+    BadUpload,
+    Member,
+    Upload,
+    UploadChanged,
+    array_records,
+    is_export,
+    open_s3,
+)
 from myi.ingestion import BULK_BATCH_SIZE, IngestResult, KnownTracks, bulk_ingest
 from myi.observability import logger
 from myi.plays import Play
 from myi.settings import Settings
+from myi.uploads import UPLOAD_PREFIX
 
 IMPORT_LOCK_CLASS = 7_001  # pg_try_advisory_lock(class, job) namespaces
 TIME_MARGIN_MS = 60_000  # stop and continue in a new invocation with this much time left
+MAX_ATTEMPTS = 3  # deliveries of a message before the DLQ: the import queue's max_receives
+OUR_FAULT = "The import failed on our side; upload the file again."
+CHANGED = "The file changed while it was being imported; upload it again."
 
 
 @dataclass
@@ -66,8 +86,9 @@ class _Totals:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
-def handle_message(deps: WorkerDeps, body: str) -> None:
-    """One SQS message: an S3 notification (one or more created objects) or a continuation."""
+def handle_message(deps: WorkerDeps, body: str, attempt: int = 1) -> None:
+    """One SQS message: an S3 notification (one or more created objects) or a continuation;
+    ``attempt``: its delivery (SQS ``ApproximateReceiveCount``)."""
     try:
         message = json.loads(body)
     except ValueError:
@@ -81,7 +102,7 @@ def handle_message(deps: WorkerDeps, body: str) -> None:
     if "import_id" in message:
         job_id = _uuid(message["import_id"])
         if job_id is not None:
-            run(deps, job_id)
+            run(deps, job_id, attempt=attempt)
         return
     for record in message.get("Records") or []:
         if not str(record.get("eventName", "")).startswith("ObjectCreated"):
@@ -90,8 +111,15 @@ def handle_message(deps: WorkerDeps, body: str) -> None:
         job = jobs.by_key(deps.conn, key)
         if job is None:
             logger.warning("an upload matches no import job; refused", extra={"object_key": key})
+            _discard(deps, key)
             continue
-        run(deps, job["id"])
+        run(deps, job["id"], attempt=attempt, uploaded=True)
+
+
+def _discard(deps: WorkerDeps, key: str) -> None:
+    """Delete an upload no job will read (only under the uploads prefix, the bucket's own)."""
+    if key.startswith(UPLOAD_PREFIX):
+        deps.s3.delete_object(Bucket=deps.settings.import_bucket, Key=key)
 
 
 def _uuid(value: Any) -> uuid.UUID | None:
@@ -101,8 +129,10 @@ def _uuid(value: Any) -> uuid.UUID | None:
         return None
 
 
-def run(deps: WorkerDeps, job_id: uuid.UUID) -> None:
-    """Run (or resume) one job, unless another worker holds it."""
+def run(deps: WorkerDeps, job_id: uuid.UUID, *, attempt: int = 1, uploaded: bool = False) -> None:
+    """Run (or resume) one job, unless another worker holds it. ``uploaded``: an S3 notification
+    brought it (a finished job's new object is then deleted). An unexpected exception is raised
+    again (the message comes back) until the last ``attempt``, which fails the job."""
     conn = deps.conn
     key = job_id.int & 0x7FFFFFFF
     locked = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (IMPORT_LOCK_CLASS, key)).fetchone()
@@ -110,15 +140,27 @@ def run(deps: WorkerDeps, job_id: uuid.UUID) -> None:
         logger.info("import already running elsewhere", extra={"import_id": str(job_id)})
         return
     try:
-        _run_locked(deps, job_id)
+        _run_locked(deps, job_id, uploaded)
+    except Exception:
+        if attempt < MAX_ATTEMPTS:
+            raise
+        logger.exception("import failed unexpectedly", extra={"import_id": str(job_id), "attempt": attempt})
+        job = jobs.by_id(conn, job_id)
+        if job is not None and job["status"] not in ("completed", "failed"):
+            _fail(deps, job, OUR_FAULT)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s, %s)", (IMPORT_LOCK_CLASS, key))
 
 
-def _run_locked(deps: WorkerDeps, job_id: uuid.UUID) -> None:
+def _run_locked(deps: WorkerDeps, job_id: uuid.UUID, uploaded: bool = False) -> None:
     s, conn = deps.settings, deps.conn
     job = jobs.by_id(conn, job_id)
-    if job is None or job["status"] in ("completed", "failed"):
+    if job is None:
+        return
+    if job["status"] in ("completed", "failed"):
+        if uploaded:
+            logger.warning("an upload came for a finished import; deleted", extra={"import_id": str(job_id)})
+            _discard(deps, job["object_key"])
         return
     log = {"import_id": str(job_id), "user_id": job["user_id"]}
     try:
@@ -127,6 +169,10 @@ def _run_locked(deps: WorkerDeps, job_id: uuid.UUID) -> None:
         _fail(deps, job, "The uploaded file is gone; upload it again.")
         return
     size = int(head["ContentLength"])
+    etag = str(head["ETag"])
+    if job["checkpoint"] and job["checkpoint"].get("etag", etag) != etag:
+        _fail(deps, job, CHANGED)
+        return
     if size > s.max_upload_bytes:
         _fail(deps, job, f"The file is larger than the {s.max_upload_bytes} bytes an import may have.")
         return
@@ -143,7 +189,7 @@ def _run_locked(deps: WorkerDeps, job_id: uuid.UUID) -> None:
 
     def open_upload() -> Upload:
         """The upload, opened anew: a stream, position and decompression budget of its own."""
-        stream, _ = open_s3(deps.s3, s.import_bucket, job["object_key"], size)
+        stream, _ = open_s3(deps.s3, s.import_bucket, job["object_key"], size, etag)
         return Upload(
             stream,
             size,
@@ -155,7 +201,13 @@ def _run_locked(deps: WorkerDeps, job_id: uuid.UUID) -> None:
     try:
         checkpoint = job["checkpoint"]
         if not checkpoint:
-            checkpoint = {"members": _exports(open_upload()), "member": 0, "record": 0, "sound": False}
+            checkpoint = {
+                "members": _exports(open_upload()),
+                "member": 0,
+                "record": 0,
+                "sound": False,
+                "etag": etag,
+            }
             conn.execute(
                 "UPDATE import_jobs SET checkpoint = %s, updated_at = %s WHERE id = %s",
                 (json.dumps(checkpoint), deps.clock(), job_id),
@@ -164,12 +216,17 @@ def _run_locked(deps: WorkerDeps, job_id: uuid.UUID) -> None:
     except BadUpload as exc:
         _fail(deps, job, str(exc))
         return
+    except UploadChanged:
+        _fail(deps, job, CHANGED)
+        return
     if finished:
-        conn.execute(
-            "UPDATE import_jobs SET status = 'completed', finished_at = %s, updated_at = %s, "
-            "bytes_read = bytes_total, checkpoint = NULL WHERE id = %s",
-            (deps.clock(), deps.clock(), job_id),
-        )
+        with conn.transaction():
+            conn.execute(
+                "UPDATE import_jobs SET status = 'completed', finished_at = %s, updated_at = %s, "
+                "bytes_read = bytes_total, checkpoint = NULL WHERE id = %s",
+                (deps.clock(), deps.clock(), job_id),
+            )
+            conn.execute("DELETE FROM import_merges WHERE import_id = %s", (job_id,))
         logger.info("import completed", extra=log)
         enrichment.request(deps.sqs, s)
     else:
@@ -338,7 +395,9 @@ def _continue_later(deps: WorkerDeps, job_id: uuid.UUID) -> None:
 
 
 def _fail(deps: WorkerDeps, job: dict[str, Any], error: str) -> None:
-    """End a job as failed; whatever it committed is taken back out of the events and statistics."""
+    """End a job as failed; whatever it committed is taken back out of the events and statistics:
+    the plays it added are deleted, and the plays stored before it that it merged or claimed are
+    put back as they were (import_merges)."""
     conn = deps.conn
     user_id = job["user_id"]
     with conn.transaction():
@@ -350,7 +409,19 @@ def _fail(deps: WorkerDeps, job: dict[str, Any], error: str) -> None:
         gone = conn.execute(
             "DELETE FROM listening_events WHERE user_id = %s AND import_id = %s", (user_id, job["id"])
         ).rowcount
-    if gone:
+        restored = conn.execute(
+            """
+            UPDATE listening_events e SET ms_played = m.ms_played, is_estimated = m.is_estimated,
+                   api_twin_at = m.api_twin_at, extended_twin_at = m.extended_twin_at,
+                   account_twin_at = m.account_twin_at
+              FROM import_merges m
+             WHERE m.import_id = %(job)s AND m.user_id = %(user)s AND e.user_id = %(user)s
+               AND e.track_id = m.track_id AND e.played_at = m.played_at
+            """,
+            {"job": job["id"], "user": user_id},
+        ).rowcount
+        conn.execute("DELETE FROM import_merges WHERE import_id = %s", (job["id"],))
+    if gone or restored:
         stats.rebuild(conn, user_id)
     logger.warning("import failed", extra={"import_id": str(job["id"]), "user_id": user_id, "error": error})
 
