@@ -17,7 +17,7 @@ import unicodedata
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,8 @@ def package(person: str, folder: str, pattern: str) -> bytes:
 
 # --- the expectations: API.md's rules over the raw records --------------------------------------
 _SYMBOLS = re.compile(r"[\W_]+")
-_TRACK_URI = re.compile(r"^spotify:track:[0-9A-Za-z]+$")
+_TRACK_URI = re.compile(r"^spotify:track:[0-9A-Za-z]{22}$")
+EARLIEST = datetime(2006, 1, 1, tzinfo=UTC)
 
 
 def normalised(name: str) -> str:
@@ -67,6 +68,10 @@ def normalised(name: str) -> str:
     plain = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
     key = " ".join(_SYMBOLS.sub(" ", plain.casefold()).split())
     return key or " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def _tomorrow() -> datetime:
+    return datetime.now(UTC) + timedelta(days=1)
 
 
 def _whole(value: Any) -> int | None:
@@ -89,13 +94,17 @@ def classify(record: Any) -> tuple[str, Any, int]:
             ended = datetime.fromisoformat(record["ts"]) if isinstance(record["ts"], str) else None
         except ValueError:
             ended = None
-        if ended is None or ms is None or ms < 0:
+        if ended is not None and ended.tzinfo is None:
+            ended = ended.replace(tzinfo=UTC)
+        if ended is None or ms is None or not 0 <= ms < 2**31 or not EARLIEST <= ended <= _tomorrow():
             return "invalid", None, 0
         if any(record.get(k) for k in ("audiobook_chapter_uri", "audiobook_uri", "audiobook_title")):
             return "audiobook", None, 0
         if any(record.get(k) for k in ("spotify_episode_uri", "episode_name", "episode_show_name")):
             return "episode", None, 0
         uri = record.get("spotify_track_uri")
+        if isinstance(uri, str) and uri.startswith("spotify:track:") and not _TRACK_URI.match(uri):
+            return "invalid", None, 0
         if not isinstance(uri, str) or not _TRACK_URI.match(uri):
             return "no_track_uri", None, 0
         if record.get("incognito_mode") is True:
@@ -106,10 +115,10 @@ def classify(record: Any) -> tuple[str, Any, int]:
     if "endTime" in record:
         ms = _whole(record.get("msPlayed"))
         try:
-            ended = datetime.strptime(record["endTime"], "%Y-%m-%d %H:%M")
+            ended = datetime.strptime(record["endTime"], "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
         except (TypeError, ValueError):
             ended = None
-        if ended is None or ms is None or ms < 0:
+        if ended is None or ms is None or not 0 <= ms < 2**31 or not EARLIEST <= ended <= _tomorrow():
             return "invalid", None, 0
         if "podcastName" in record or "episodeName" in record:
             return "episode", None, 0
