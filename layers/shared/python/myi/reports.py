@@ -13,8 +13,6 @@ through it.
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -23,8 +21,10 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from myi import windows
+from myi.api import cursors
 from myi.api.errors import InvalidRequest, NotFound
 from myi.db import fetch_all, fetch_one
+from myi.settings import get_settings
 from myi.users import first_and_last_played, iso
 from myi.windows import Window
 
@@ -313,19 +313,28 @@ def _overview_all(conn: psycopg.Connection[Any], user_id: int) -> dict[str, Any]
 # --- cursors -------------------------------------------------------------------------------------
 
 
-def _encode(payload: dict[str, Any]) -> str:
-    raw = json.dumps(payload, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def _encode(list_name: str, user_id: int, payload: dict[str, Any]) -> str:
+    return cursors.seal(get_settings(), list_name, user_id, payload)
 
 
-def _decode(cursor: str) -> dict[str, Any]:
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(value, dict):
-            raise TypeError(cursor)
-        return value
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequest("Invalid parameter cursor: pass back the value of next unchanged.") from exc
+def _decode(list_name: str, user_id: int, cursor: str) -> dict[str, Any]:
+    value = cursors.unseal(get_settings(), list_name, user_id, cursor)
+    if not isinstance(value, dict):
+        raise InvalidRequest("Invalid parameter cursor: pass back the value of next unchanged.")
+    return value
+
+
+# The instants a cursor may carry: a signed cursor only holds instants MYI wrote, and these bounds
+# keep every date computed from them (a month on, a day before) representable.
+_EARLIEST = windows.EPOCH
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _instant(value: Any) -> datetime:
+    at = _from_us(value)
+    if at is None or not _EARLIEST <= at <= _LATEST:
+        raise ValueError(value)
+    return at
 
 
 def _us(ts: datetime | None) -> int | None:
@@ -373,7 +382,7 @@ def top(
     rank = 0
     params: dict[str, Any] = {"user": user_id, "limit": limit + 1}
     if cursor:
-        c = _decode(cursor)
+        c = _decode("top", user_id, cursor)
         try:
             if c.get("kind") != kind or c.get("by") != by:
                 raise ValueError(cursor)
@@ -381,7 +390,14 @@ def top(
             if rank < 0:
                 raise ValueError(cursor)
             k1, k2, kid = (int(v) for v in c["key"])
-            start, end = _from_us(c["window"][0]), _from_us(c["window"][1])
+            bounds = c["window"]
+            if not isinstance(bounds, list) or len(bounds) != 2:
+                raise ValueError(cursor)
+            start = end = None
+            if bounds != [None, None]:
+                start, end = _instant(bounds[0]), _instant(bounds[1])
+                if start >= end:
+                    raise ValueError(cursor)
         except (KeyError, ValueError, TypeError, IndexError, OverflowError) as exc:
             raise InvalidRequest(
                 "Invalid parameter cursor: pass back the value of next unchanged, with the same kind and by."
@@ -449,13 +465,15 @@ def top(
     if more:
         last = rows[-1]
         nxt = _encode(
+            "top",
+            user_id,
             {
                 "kind": kind,
                 "by": by,
                 "rank": rank + len(rows),
                 "key": [int(last[first]), int(last[second]), int(last["id"])],
                 "window": [_us(window.start), _us(window.end)],
-            }
+            },
         )
     return {"window": _echo(conn, user_id, window, now), "by": by, "items": items, "next": nxt}
 
@@ -535,12 +553,10 @@ def history(conn: psycopg.Connection[Any], user_id: int, *, limit: int, cursor: 
     params: dict[str, Any] = {"user": user_id, "limit": limit + 1}
     keyset = ""
     if cursor:
-        c = _decode(cursor)
+        c = _decode("history", user_id, cursor)
         try:
-            params["c_at"] = _from_us(c["at"])
+            params["c_at"] = _instant(c["at"])
             params["c_track"] = int(c["track"])
-            if params["c_at"] is None:
-                raise ValueError(cursor)
         except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise InvalidRequest("Invalid parameter cursor: pass back the value of next unchanged.") from exc
         keyset = "AND e.played_at <= %(c_at)s AND (e.played_at, e.track_id) < (%(c_at)s, %(c_track)s)"
@@ -585,5 +601,9 @@ def history(conn: psycopg.Connection[Any], user_id: int, *, limit: int, cursor: 
         }
         for r in rows
     ]
-    nxt = _encode({"at": _us(rows[-1]["played_at"]), "track": int(rows[-1]["track_id"])}) if more else None
+    nxt = (
+        _encode("history", user_id, {"at": _us(rows[-1]["played_at"]), "track": int(rows[-1]["track_id"])})
+        if more
+        else None
+    )
     return {"items": items, "next": nxt}

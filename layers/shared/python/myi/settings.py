@@ -83,6 +83,8 @@ class Settings:
     db_secret_arn: str | None = None
     db_iam_auth: bool = False
     db_connect_timeout_s: int = 5
+    # Longest a statement of the API function may run (0: no limit); a cancelled one answers 503.
+    api_statement_timeout_ms: int = 10_000
 
     # --- AWS resources (names/URLs injected by CDK or the local runtime) -------------------
     state_table: str = "myi-state"
@@ -98,6 +100,10 @@ class Settings:
     api_url: str = "http://127.0.0.1:8000"
     app_url: str = "http://127.0.0.1:8000"
     allowed_origins: tuple[str, ...] = ()
+    # The key that signs list cursors; unset: a random key kept in the state table, made at first use.
+    cursor_key: str | None = field(default=None, repr=False)
+    zone_change_limit: int = 10  # time zone changes per user per window (each rebuilds every statistic)
+    zone_change_window_s: int = 3600
 
     # --- Spotify ------------------------------------------------------------------------------
     spotify_accounts_url: str = "https://accounts.spotify.com"
@@ -112,12 +118,15 @@ class Settings:
     # --- auth -----------------------------------------------------------------------------------
     pkce_ttl_s: int = 600
     session_ttl_days: int = 30
+    session_max_days: int = 90  # a session ends this long after sign-in, however often it is used
     login_rate_limit: int = 20
     login_rate_window_s: int = 60
 
     # --- imports ------------------------------------------------------------------------------
     max_upload_bytes: int = 512 * 1024 * 1024
     upload_url_ttl_s: int = 900
+    import_create_limit: int = 10  # imports a user may create per window
+    import_create_window_s: int = 3600
     import_batch_size: int = 500_000
     import_max_uncompressed_bytes: int = 4 * 1024 * 1024 * 1024
     import_max_ratio: int = 200
@@ -160,6 +169,7 @@ class Settings:
             db_secret_arn=_str(env, "DB_SECRET_ARN"),
             db_iam_auth=_bool(env, "DB_IAM_AUTH", d.db_iam_auth),
             db_connect_timeout_s=_int(env, "DB_CONNECT_TIMEOUT_S", d.db_connect_timeout_s),
+            api_statement_timeout_ms=_int(env, "API_STATEMENT_TIMEOUT_MS", d.api_statement_timeout_ms),
             state_table=_str(env, "STATE_TABLE", d.state_table) or d.state_table,
             import_bucket=_str(env, "IMPORT_BUCKET", d.import_bucket) or d.import_bucket,
             sync_queue_url=_str(env, "SYNC_QUEUE_URL"),
@@ -172,6 +182,9 @@ class Settings:
             api_url=api_url,
             app_url=app_url,
             allowed_origins=origins,
+            cursor_key=_str(env, "CURSOR_KEY"),
+            zone_change_limit=_int(env, "ZONE_CHANGE_LIMIT", d.zone_change_limit),
+            zone_change_window_s=_int(env, "ZONE_CHANGE_WINDOW_SECONDS", d.zone_change_window_s),
             spotify_accounts_url=(
                 _str(env, "SPOTIFY_ACCOUNTS_URL", d.spotify_accounts_url) or d.spotify_accounts_url
             ).rstrip("/"),
@@ -186,10 +199,13 @@ class Settings:
             spotify_rate_window_s=_int(env, "SPOTIFY_RATE_WINDOW_S", d.spotify_rate_window_s),
             pkce_ttl_s=_int(env, "PKCE_TTL_SECONDS", d.pkce_ttl_s),
             session_ttl_days=_int(env, "SESSION_TTL_DAYS", d.session_ttl_days),
+            session_max_days=_int(env, "SESSION_MAX_DAYS", d.session_max_days),
             login_rate_limit=_int(env, "LOGIN_RATE_LIMIT", d.login_rate_limit),
             login_rate_window_s=_int(env, "LOGIN_RATE_WINDOW_SECONDS", d.login_rate_window_s),
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", d.max_upload_bytes),
             upload_url_ttl_s=_int(env, "UPLOAD_URL_TTL_SECONDS", d.upload_url_ttl_s),
+            import_create_limit=_int(env, "IMPORT_CREATE_LIMIT", d.import_create_limit),
+            import_create_window_s=_int(env, "IMPORT_CREATE_WINDOW_SECONDS", d.import_create_window_s),
             import_batch_size=_int(env, "IMPORT_BATCH_SIZE", d.import_batch_size),
             import_max_uncompressed_bytes=_int(
                 env, "IMPORT_MAX_UNCOMPRESSED_BYTES", d.import_max_uncompressed_bytes

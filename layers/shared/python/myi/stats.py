@@ -270,10 +270,32 @@ def _zone_names() -> set[str]:
 _ZONES: set[str] | None = None
 
 
+def valid_database_timezone(conn: psycopg.Connection[Any], name: str) -> str:
+    """``name`` when both Python and PostgreSQL know the zone (their time zone data can differ:
+    a zone newer than the server's, or ``localtime``), else :class:`UnknownTimezone`."""
+    valid_timezone(name)
+    if name not in _database_zone_names(conn):
+        raise UnknownTimezone(f"Unknown time zone {name!r}: the database does not know it.")
+    return name
+
+
+def _database_zone_names(conn: psycopg.Connection[Any]) -> frozenset[str]:
+    """The zone names of ``pg_timezone_names``, read once per process and server."""
+    server = (conn.info.host, conn.info.port, conn.info.server_version)
+    names = _DB_ZONES.get(server)
+    if names is None:
+        names = frozenset(row[0] for row in conn.execute("SELECT name FROM pg_timezone_names").fetchall())
+        _DB_ZONES[server] = names
+    return names
+
+
+_DB_ZONES: dict[tuple[str, int, int], frozenset[str]] = {}
+
+
 def change_timezone(conn: psycopg.Connection[Any], user_id: int, timezone: str) -> bool:
     """Set a user's time zone and rebuild what depends on it (day, month, hour and weekday
     buckets), in one transaction. Returns False when the user does not exist."""
-    valid_timezone(timezone)
+    valid_database_timezone(conn, timezone)
     with conn.transaction():
         _lock(conn, user_id)
         row = conn.execute("SELECT timezone FROM users WHERE id = %s FOR UPDATE", (user_id,)).fetchone()

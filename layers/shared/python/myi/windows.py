@@ -9,6 +9,7 @@ work is bounded by the window's edges, never by the length of the history.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -20,6 +21,7 @@ RANGES: dict[str, timedelta | None] = {
     "all": None,
 }
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class InvalidWindow(ValueError):
@@ -87,7 +89,7 @@ def resolve(
 
 def _day(text: str, name: str) -> date:
     try:
-        if len(text) != 10:
+        if not _DATE.fullmatch(text):  # fromisoformat also takes week dates (2025-W01-1)
             raise ValueError(text)
         day = date.fromisoformat(text)
     except ValueError:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter, ResponseBuilder
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 
 from myi.api import health, imports, me, openapi, spotify_top, stats, sync
-from myi.api.errors import ApiError, error_response
+from myi.api.errors import ApiError, Unavailable, error_response
 from myi.api.session import gate, session_middleware
 from myi.observability import logger
 
@@ -47,16 +54,62 @@ def build_app() -> APIGatewayHttpResolver:
     return app
 
 
+# Deepest nesting of arrays and objects a request body may have: MYI's bodies are flat objects.
+MAX_BODY_DEPTH = 16
+# A JSON string (an unterminated one runs to the end, so every scan is linear) or a bracket.
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
+
+
+def body_too_deep(body: str, limit: int = MAX_BODY_DEPTH) -> bool:
+    """Whether ``body`` nests arrays and objects deeper than ``limit``, by one pass over the raw
+    text that skips JSON strings, in constant memory: refused before any parser recurses into it."""
+    depth = 0
+    for token in _JSON_TOKENS.finditer(body):
+        char = token.group()[0]
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return False
+
+
+def _too_deep(event: Mapping[str, Any]) -> Response[Any] | None:
+    body = event.get("body")
+    if not body or not isinstance(body, str):
+        return None
+    if event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(body).decode("utf-8", errors="replace")
+        except (ValueError, binascii.Error):
+            return None  # the parser refuses it without recursing
+    if body_too_deep(body):
+        return error_response(
+            400, "invalid_request", f"Invalid request body: nested deeper than {MAX_BODY_DEPTH} levels."
+        )
+    return None
+
+
+def _cancelled() -> Response[Any]:
+    exc = Unavailable("The database took too long to answer; nothing was changed. Try again shortly.", 5)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
 class Resolver(APIGatewayHttpResolver):
     """Powertools' HTTP API resolver with :func:`myi.api.session.gate` in front of everything,
     request validation included, so a missing session is 401 and a foreign origin 403 whatever
-    else is wrong with the request."""
+    else is wrong with the request; then a body nested too deep for a parser is 400."""
 
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         BaseRouter.current_event = self._to_proxy_event(dict(event))
         BaseRouter.lambda_context = context
         try:
-            refused = gate(self, dict(event))
+            try:
+                refused = gate(self, dict(event)) or _too_deep(event)
+            except psycopg.errors.QueryCanceled:
+                logger.warning("a statement was cancelled by the statement timeout")
+                refused = _cancelled()
             if refused is not None:
                 return self._build_response(ResponseBuilder(refused, self._serializer))
         except Exception:
@@ -78,6 +131,21 @@ def new_resolver() -> APIGatewayHttpResolver:
     @app.exception_handler(RequestValidationError)
     def handle_validation(exc: RequestValidationError) -> Response:
         return error_response(400, "invalid_request", _describe_validation(exc))
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def handle_content_type(exc: RequestUnsupportedContentType) -> Response:
+        return error_response(
+            415, "unsupported_media_type", "Invalid request body: send it as application/json."
+        )
+
+    @app.exception_handler(RecursionError)
+    def handle_recursion(exc: RecursionError) -> Response:
+        return error_response(400, "invalid_request", "Invalid request body: nested too deep.")
+
+    @app.exception_handler(psycopg.errors.QueryCanceled)
+    def handle_cancelled(exc: psycopg.errors.QueryCanceled) -> Response:
+        logger.warning("a statement was cancelled by the statement timeout")
+        return _cancelled()
 
     @app.not_found
     def handle_not_found(exc: NotFoundError) -> Response:

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel, Field
 
-from myi import db
+from myi.api import database
 from myi.api.session import current_user
 from myi.dormancy import Dormancy
 from myi.imports import jobs
@@ -91,7 +91,7 @@ def create_import(new: NewImport):  # a Response return annotation would enter t
     user_id = current_user(router)
     now = datetime.now(UTC)
     body: dict[str, Any] = jobs.create(
-        db.get_connection(settings), settings, user_id, new.filename, new.size_bytes, now=now
+        database.connection(settings), settings, user_id, new.filename, new.size_bytes, now=now
     )
     try:
         Dormancy(settings).importing(now)  # the import sweep watches the job until it ends
@@ -110,10 +110,10 @@ def list_imports(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ImportPage:
     user_id = current_user(router)
-    return ImportPage.model_validate(jobs.page(db.get_connection(), user_id, limit=limit, cursor=cursor))
+    return ImportPage.model_validate(jobs.page(database.connection(), user_id, limit=limit, cursor=cursor))
 
 
 @router.get("/me/imports/<import_id>", summary="One import, with its progress and counts", tags=["imports"])
 def get_import(import_id: str) -> ImportJob:
     user_id = current_user(router)
-    return ImportJob.model_validate(jobs.get(db.get_connection(), user_id, import_id))
+    return ImportJob.model_validate(jobs.get(database.connection(), user_id, import_id))

@@ -10,11 +10,13 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
-from myi import db, stats, uploads, users
-from myi.api.errors import InvalidRequest, NotFound, Unavailable
+from myi import stats, uploads, users
+from myi.api import database
+from myi.api.errors import InvalidRequest, NotFound, RateLimited, Unavailable
 from myi.api.session import current_user
 from myi.auth import sessions
 from myi.observability import logger
+from myi.ratelimit import RateLimiter
 from myi.settings import get_settings
 
 router = APIGatewayHttpRouter()
@@ -58,7 +60,7 @@ class MeChange(BaseModel):
 
 
 def _me(user_id: int) -> dict[str, Any]:
-    body = users.me(db.get_connection(), user_id, now=datetime.now(UTC))
+    body = users.me(database.connection(), user_id, now=datetime.now(UTC))
     if body is None:  # deleted between the session check and now
         raise NotFound("No such user.")
     return body
@@ -71,9 +73,23 @@ def get_me() -> Me:
 
 @router.patch("/me", summary="Change the time zone (statistics follow it, for all history)", tags=["user"])
 def patch_me(change: MeChange) -> Me:
+    settings = get_settings()
     user_id = current_user(router)
+    conn = database.connection(settings)
     try:
-        stats.change_timezone(db.get_connection(), user_id, change.timezone)
+        stats.valid_database_timezone(conn, change.timezone)
+    except stats.UnknownTimezone:
+        raise InvalidRequest(f"Invalid parameter timezone: unknown time zone {change.timezone!r}") from None
+    # Each change rebuilds every statistic of the user under their lock: a few an hour at most.
+    decision = RateLimiter(settings).take(
+        f"zone-change:{user_id}",
+        limit=settings.zone_change_limit,
+        window_s=max(1, settings.zone_change_window_s),
+    )
+    if not decision.allowed:
+        raise RateLimited("The time zone was changed too often; try again later.", decision.retry_after_s)
+    try:
+        stats.change_timezone(conn, user_id, change.timezone)
     except stats.UnknownTimezone:
         raise InvalidRequest(f"Invalid parameter timezone: unknown time zone {change.timezone!r}") from None
     return Me.model_validate(_me(user_id))
@@ -99,6 +115,6 @@ def delete_me():  # a Response return annotation would enter the generated schem
             "Your uploaded files could not be deleted just now, so nothing was removed. Try again shortly.",
             retry_after_s=30,
         ) from None
-    users.delete(db.get_connection(settings), user_id)
+    users.delete(database.connection(settings), user_id)
     logger.info("user deleted", extra={"user_id": user_id, "uploads_deleted": removed})
     return Response(status_code=204, cookies=[sessions.clear_cookie(settings)])

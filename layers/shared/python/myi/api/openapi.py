@@ -32,22 +32,26 @@ _WHY = {
     "403": "forbidden: a state-changing request from an origin that is not the SPA's",
     "404": "not_found: no such item of this user",
     "413": "too_large: the file is over the upload limit",
+    "415": "unsupported_media_type: the body is not sent as application/json",
     "429": "rate_limited: try again after Retry-After seconds",
     "503": "unavailable: nothing was changed; try again after Retry-After seconds",
 }
 
 
-def _errors(path: str, method: str) -> list[str]:
+def _errors(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     codes = ["400"]
-    if path == "/me" or path.startswith("/me/"):
+    user_route = path == "/me" or path.startswith("/me/")
+    if user_route:
         codes += ["401", "404"]
     if method in ("post", "put", "patch", "delete"):
         codes.append("403")
     if (path, method) == ("/me/imports", "post"):
         codes.append("413")
-    if (path, method) == ("/me/sync", "post"):
+    if "requestBody" in operation:
+        codes.append("415")
+    if (path, method) in (("/me/sync", "post"), ("/me/imports", "post"), ("/me", "patch")):
         codes.append("429")
-    if (path, method) == ("/me", "delete"):
+    if user_route:  # the database answered too slowly (or the files could not be deleted)
         codes.append("503")
     return codes
 
@@ -64,7 +68,7 @@ def document(app: APIGatewayHttpResolver) -> dict[str, Any]:
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
-            for code in _errors(path, method):
+            for code in _errors(path, method, operation):
                 entry: dict[str, Any] = {
                     "description": _WHY[code],
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},

@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from myi import db
+from myi.api import database
 from myi.api.errors import Unauthenticated, error_response
 from myi.auth import sessions
 from myi.dormancy import Dormancy
@@ -41,7 +41,7 @@ def _resolve_session(
     settings = get_settings()
     raw = sessions.cookie_value(cookies)
     now = datetime.now(UTC)
-    session = sessions.resolve(db.get_connection(settings), raw, settings, now=now)
+    session = sessions.resolve(database.connection(settings), raw, settings, now=now)
     if session is None:
         return None
     if session.seen:

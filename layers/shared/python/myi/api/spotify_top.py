@@ -9,7 +9,8 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel
 
-from myi import aws, db, toplists
+from myi import aws, toplists
+from myi.api import database
 from myi.api.errors import InvalidRequest
 from myi.api.session import current_user
 from myi.settings import get_settings
@@ -46,7 +47,7 @@ def get_spotify_top(
         raise InvalidRequest("Invalid parameter kind: tracks or artists")
     settings = get_settings()
     user_id = current_user(router)
-    conn = db.get_connection(settings)
+    conn = database.connection(settings)
     if toplists.is_stale(settings, conn, user_id, kind, term, datetime.now(UTC)):
         toplists.request(aws.client("sqs", settings), settings, user_id, kind, term)
     return TopList.model_validate(toplists.read(conn, user_id, kind, term))

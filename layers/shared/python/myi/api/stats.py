@@ -12,7 +12,8 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel, Field
 
-from myi import db, reports, windows
+from myi import reports, windows
+from myi.api import database
 from myi.api.errors import InvalidRequest
 from myi.api.session import current_user
 
@@ -138,7 +139,7 @@ def _json(body: dict[str, Any]) -> Response[str]:
 
 
 def _window(user_id: int, range_: str | None, from_: str | None, to: str | None) -> windows.Window:
-    zone = reports.user_zone(db.get_connection(), user_id)
+    zone = reports.user_zone(database.connection(), user_id)
     try:
         return windows.resolve(range_=range_, from_=from_, to=to, zone=zone, now=datetime.now(UTC))
     except windows.InvalidWindow as exc:
@@ -154,7 +155,7 @@ def _window(user_id: int, range_: str | None, from_: str | None, to: str | None)
 def get_overview(range_: RangeParam = None, from_: FromParam = None, to: ToParam = None):  # a Response
     user_id = current_user(router)
     window = _window(user_id, range_, from_, to)
-    return _json(reports.overview(db.get_connection(), user_id, window, now=datetime.now(UTC)))
+    return _json(reports.overview(database.connection(), user_id, window, now=datetime.now(UTC)))
 
 
 @router.get(
@@ -175,7 +176,7 @@ def get_top(  # a Response return annotation would enter the generated schema
     user_id = current_user(router)
     window = _window(user_id, range_, from_, to)
     page = reports.top(
-        db.get_connection(), user_id, kind, window, by=by, limit=limit, cursor=cursor, now=datetime.now(UTC)
+        database.connection(), user_id, kind, window, by=by, limit=limit, cursor=cursor, now=datetime.now(UTC)
     )
     return _json(page)
 
@@ -189,7 +190,7 @@ def get_top(  # a Response return annotation would enter the generated schema
 def get_activity(range_: RangeParam = None, from_: FromParam = None, to: ToParam = None):  # a Response
     user_id = current_user(router)
     window = _window(user_id, range_, from_, to)
-    return _json(reports.activity(db.get_connection(), user_id, window, now=datetime.now(UTC)))
+    return _json(reports.activity(database.connection(), user_id, window, now=datetime.now(UTC)))
 
 
 @router.get(
@@ -197,4 +198,4 @@ def get_activity(range_: RangeParam = None, from_: FromParam = None, to: ToParam
 )
 def get_history(limit: LimitParam = 20, cursor: CursorParam = None):  # a Response
     user_id = current_user(router)
-    return _json(reports.history(db.get_connection(), user_id, limit=limit, cursor=cursor))
+    return _json(reports.history(database.connection(), user_id, limit=limit, cursor=cursor))

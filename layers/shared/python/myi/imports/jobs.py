@@ -16,9 +16,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from myi import aws
-from myi.api.errors import InvalidRequest, NotFound, TooLarge
+from myi.api.errors import InvalidRequest, NotFound, RateLimited, TooLarge
 from myi.db import fetch_all, fetch_one
 from myi.imports.formats import SKIP_REASONS
+from myi.ratelimit import RateLimiter
 from myi.settings import Settings
 from myi.uploads import user_prefix
 from myi.users import iso
@@ -56,6 +57,7 @@ def create(
             f"The file is {size_bytes} bytes; the largest accepted upload is "
             f"{settings.max_upload_bytes} bytes."
         )
+    _admit(conn, settings, user_id, now)
     job_id = uuid.uuid4()
     key = object_key(user_id, job_id)
     row = fetch_one(
@@ -82,6 +84,32 @@ def create(
             "expires_at": iso(expires),
         },
     }
+
+
+# How soon to ask again while the user's import is still being read.
+RUNNING_RETRY_S = 60
+
+
+def _admit(conn: psycopg.Connection[Any], settings: Settings, user_id: int, now: datetime) -> None:
+    """One import of a user being read at a time, and at most ``IMPORT_CREATE_LIMIT`` created per
+    ``IMPORT_CREATE_WINDOW_SECONDS``: 429 otherwise (API.md)."""
+    running = fetch_one(  # a job that stopped making progress (the sweep fails it) does not count
+        conn,
+        "SELECT 1 AS one FROM import_jobs WHERE user_id = %s AND status IN ('queued', 'running') "
+        "AND updated_at > %s LIMIT 1",
+        (user_id, now - timedelta(seconds=settings.import_stuck_s)),
+    )
+    if running is not None:
+        raise RateLimited(
+            "An import of yours is still running; start the next one when it ends.", RUNNING_RETRY_S
+        )
+    decision = RateLimiter(settings).take(
+        f"import-create:{user_id}",
+        limit=settings.import_create_limit,
+        window_s=max(1, settings.import_create_window_s),
+    )
+    if not decision.allowed:
+        raise RateLimited("Too many imports were started; try again later.", decision.retry_after_s)
 
 
 def document(row: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +179,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job = json.loads(raw)
         return datetime.fromisoformat(created), uuid.UUID(job)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:  # AttributeError: not strings (uuid)
         raise InvalidRequest("Invalid parameter cursor: pass back the value of next unchanged") from exc
 
 
