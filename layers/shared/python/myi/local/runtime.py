@@ -4,13 +4,14 @@ HTTP requests become API Gateway (payload v2.0) events for the routed function; 
 emulator are polled and their messages handed to their consumer in batches, with partial batch
 failures and redrive to the dead-letter queues as Lambda does; schedules fire from their
 EventBridge expressions. Every function runs the very same ``functions/<name>/handler.py`` that is
-deployed. Two control routes drive it from tests and scripts: ``POST /_local/schedules/{rule}`` and
+deployed, in execution environments as Lambda runs it: processes that run one invocation at a
+time each, with their own database connections and module state (:mod:`myi.local.environments`).
+Two control routes drive it from tests and scripts: ``POST /_local/schedules/{rule}`` and
 ``POST /_local/drain``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import mimetypes
 import sys
@@ -19,11 +20,10 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,6 +31,8 @@ from infra.wiring import WIRING, Function, Queue, Wiring
 from myi import aws
 from myi.local import events
 from myi.local.context import LocalContext
+from myi.local.environments import Environments, InvocationFailed
+from myi.local.environments import load_handler as load_handler  # where tests load handlers from
 from myi.local.schedule import Cron, rate_seconds
 from myi.settings import Settings
 
@@ -48,25 +50,24 @@ def error_json(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
-def load_handler(functions_dir: Path, name: str) -> Callable[..., Any]:
-    """``functions/<name>/handler.py``'s ``lambda_handler``, loaded as Lambda loads it."""
-    path = functions_dir / name / "handler.py"
-    if not path.exists():
-        raise LookupError(f"function {name} has no handler at {path}")
-    spec = importlib.util.spec_from_file_location(f"myi_function_{name}", path)
-    assert spec and spec.loader
-    module: ModuleType = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    handler: Callable[..., Any] = module.lambda_handler
-    return handler
-
-
 @dataclass
 class Invocation:
     ok: bool
     result: Any = None
     error: str | None = None
+
+
+@dataclass
+class Counts:
+    """What a function did since the runtime started: invocations, the ones that raised, messages
+    reported failed (partial batch failures, or a whole batch whose invocation raised), and the
+    most invocations that ran at once."""
+
+    invocations: int = 0
+    errors: int = 0
+    failed_messages: int = 0
+    running: int = 0
+    peak: int = 0
 
 
 @dataclass
@@ -79,36 +80,48 @@ class Runtime:
     schedules_enabled: bool = True
     functions_dir: Path = REPO_ROOT / "functions"
     web_dir: Path = REPO_ROOT / "web"
-    _handlers: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    _load_lock: threading.Lock = field(default_factory=threading.Lock)
+    _environments: dict[str, Environments] = field(default_factory=dict)
+    _environments_lock: threading.Lock = field(default_factory=threading.Lock)
     _busy: int = 0
     _busy_lock: threading.Lock = field(default_factory=threading.Lock)
+    _counts: dict[str, Counts] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _pool: ThreadPoolExecutor | None = None
 
     # ---- invoking functions -----------------------------------------------------------------
-    def handler(self, fn: Function) -> Callable[..., Any]:
-        with self._load_lock:
-            if fn.name not in self._handlers:
-                self._handlers[fn.name] = load_handler(self.functions_dir, fn.name)
-            return self._handlers[fn.name]
+    def environments(self, fn: Function) -> Environments:
+        """The execution environments of ``fn``: one per invocation running at once (see
+        :mod:`myi.local.environments`)."""
+        with self._environments_lock:
+            if fn.name not in self._environments:
+                self._environments[fn.name] = Environments(self.functions_dir, fn)
+            return self._environments[fn.name]
 
     def invoke(self, fn: Function, event: dict[str, Any], trigger: str) -> Invocation:
         context = LocalContext(fn.kebab, fn.memory_mb, fn.timeout_s, self.settings.region)
         start = time.perf_counter()
         with self._busy_lock:
             self._busy += 1
+            counts = self._counts.setdefault(fn.name, Counts())
+            counts.invocations += 1
+            counts.running += 1
+            counts.peak = max(counts.peak, counts.running)
+        outcome = Invocation(ok=False, error="the invocation did not end")
         try:
-            result = self.handler(fn)(event, context)
+            result = self.environments(fn).invoke(event, context)
             outcome = Invocation(ok=True, result=result)
+        except InvocationFailed as exc:  # the environment printed the handler's traceback
+            outcome = Invocation(ok=False, error=str(exc))
         except Exception as exc:
             outcome = Invocation(ok=False, error=f"{type(exc).__name__}: {exc}")
             traceback.print_exc(file=sys.stderr)
         finally:
             with self._busy_lock:
                 self._busy -= 1
+                counts.running -= 1
+                counts.errors += 0 if outcome.ok else 1
         ms = (time.perf_counter() - start) * 1000
         log_line(f"{fn.name} {trigger} {ms:.0f}ms {self._describe(outcome, event)}")
         return outcome
@@ -172,6 +185,8 @@ class Runtime:
             outcome = self.invoke(fn, event, f"sqs:{queue.name}")
             ids = [m["MessageId"] for m in messages]
             failed = set(events.failed_message_ids(outcome.result, ids)) if outcome.ok else set(ids)
+            with self._busy_lock:
+                self._counts[fn.name].failed_messages += len(failed)
             done = [m for m in messages if m["MessageId"] not in failed]
             for start in range(0, len(done), 10):
                 chunk = done[start : start + 10]
@@ -196,6 +211,15 @@ class Runtime:
             with self._busy_lock:
                 self._busy -= 1
             slots.release()
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Each function's :class:`Counts` so far, and how many environments it has."""
+        with self._busy_lock:
+            out = {name: asdict(c) for name, c in sorted(self._counts.items())}
+        with self._environments_lock:
+            for name, each in self._environments.items():
+                out.setdefault(name, asdict(Counts()))["environments"] = each.started
+        return out
 
     def queue_depths(self) -> dict[str, int]:
         sqs = aws.client("sqs", self.settings)
@@ -373,9 +397,8 @@ class Runtime:
             if not drained:
                 message = f"Queues still busy after {timeout:g} s: {depths}"
                 return events.HttpResponse(504, json_type, error_json("timeout", message))
-            return events.HttpResponse(
-                200, json_type, json.dumps({"drained": True, "queues": depths}).encode()
-            )
+            body = {"drained": True, "queues": depths, "functions": self.counts()}
+            return events.HttpResponse(200, json_type, json.dumps(body).encode())
         return events.HttpResponse(404, json_type, error_json("not_found", "No such route."))
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -430,3 +453,7 @@ class Runtime:
             thread.join(timeout=5)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._environments_lock:
+            environments = list(self._environments.values())
+        for each in environments:
+            each.stop()
