@@ -212,11 +212,11 @@ FUNCTIONS: tuple[Function, ...] = (
     ),
     Function(
         name="partition_maintenance",
-        description="Creates monthly partitions and empties the default partition",
+        description="Creates monthly partitions and empties the default partition; re-encrypts grants",
         timeout_s=300,
         memory_mb=256,
         schedules=(Schedule("partition-maintenance", "cron(15 0 * * ? *)", "Daily partition maintenance"),),
-        access=("db",),
+        access=("db", "token_key"),
     ),
 )
 

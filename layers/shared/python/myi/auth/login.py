@@ -185,5 +185,8 @@ def finish(
     return Finished(f"{deps.settings.app_url}{pkce.safe_return_to(login.return_to) or '/'}", raw)
 
 
-def logout(deps: LoginDeps, raw: str | None) -> bool:
+def logout(deps: LoginDeps, raw: str | None, *, everywhere: bool = False) -> bool:
+    """Revoke this session, or with ``everywhere`` every session of its user."""
+    if everywhere:
+        return sessions.revoke_all(deps.conn(), raw, deps.settings, now=deps.clock()) > 0
     return sessions.revoke(deps.conn(), raw, now=deps.clock())

@@ -46,7 +46,9 @@ def build_auth_app() -> APIGatewayHttpResolver:
     @app.post("/auth/logout", include_in_schema=False)
     def auth_logout():
         deps = login.default_deps()
-        login.logout(deps, sessions.cookie_value(app.current_event.cookies))
+        event = app.current_event
+        everywhere = (event.get_query_string_value("everywhere") or "").lower() in {"1", "true"}
+        login.logout(deps, sessions.cookie_value(event.cookies), everywhere=everywhere)
         return Response(status_code=204, cookies=[sessions.clear_cookie(deps.settings)])
 
     return app

@@ -1,7 +1,9 @@
 """Sessions: an opaque random id in the ``myi_session`` cookie, stored server-side as a digest.
 
 A session lives ``SESSION_TTL_DAYS`` from its last use (sliding; the row and the cookie are renewed at
-most once every ``RENEW_AFTER``), and is revoked by logout or by deleting the user. Using a session
+most once every ``RENEW_AFTER``) and never longer than ``SESSION_MAX_DAYS`` from its creation
+(absolute), and is revoked by logout (of this session, or of every session of the user with
+:func:`revoke_all`) or by deleting the user. Using a session
 is the user being seen: ``users.last_seen_at`` (sync eligibility, activity tiers, dormancy) moves at
 most once every ``SEEN_EVERY``, read with the session and written only when it is older. Only SHA-256
 digests are stored, so a copy of the table opens no session; the row is bound to its user (see
@@ -57,7 +59,7 @@ def create(
             user_id,
             now,
             now,
-            now + timedelta(days=settings.session_ttl_days),
+            now + timedelta(days=min(settings.session_ttl_days, settings.session_max_days)),
             (user_agent or "")[:300] or None,
         ),
     )
@@ -71,10 +73,10 @@ def resolve(
     if not raw or len(raw) > 128:
         return None
     row = conn.execute(
-        "SELECT s.user_id, s.user_mac, s.expires_at, s.last_seen_at, u.last_seen_at FROM sessions s "
-        "JOIN users u ON u.id = s.user_id "
-        "WHERE s.id_hash = %s AND s.revoked_at IS NULL AND s.expires_at > %s",
-        (_digest(raw), now),
+        "SELECT s.user_id, s.user_mac, s.expires_at, s.last_seen_at, u.last_seen_at, s.created_at "
+        "FROM sessions s JOIN users u ON u.id = s.user_id "
+        "WHERE s.id_hash = %s AND s.revoked_at IS NULL AND s.expires_at > %s AND s.created_at > %s",
+        (_digest(raw), now, now - timedelta(days=settings.session_max_days)),
     ).fetchone()
     if row is None:
         return None
@@ -82,6 +84,7 @@ def resolve(
     expires_at: datetime = row[2]
     last_used_at: datetime = row[3]
     user_seen_at: datetime | None = row[4]
+    ends_at: datetime = row[5] + timedelta(days=settings.session_max_days)
     if not secrets.compare_digest(user_mac, _binding(raw, user_id)):
         return None
     seen = user_seen_at is None or now - user_seen_at >= SEEN_EVERY
@@ -93,7 +96,7 @@ def resolve(
         )
     if now - last_used_at < RENEW_AFTER:
         return Session(user_id, expires_at, renewed=False, seen=seen)
-    expires_at = now + timedelta(days=settings.session_ttl_days)
+    expires_at = min(now + timedelta(days=settings.session_ttl_days), ends_at)
     conn.execute(
         "UPDATE sessions SET last_seen_at = %s, expires_at = %s WHERE id_hash = %s AND revoked_at IS NULL",
         (now, expires_at, _digest(raw)),
@@ -108,6 +111,24 @@ def revoke(conn: psycopg.Connection[Any], raw: str | None, *, now: datetime) -> 
         "UPDATE sessions SET revoked_at = %s WHERE id_hash = %s AND revoked_at IS NULL", (now, _digest(raw))
     )
     return cur.rowcount > 0
+
+
+def revoke_all(conn: psycopg.Connection[Any], raw: str | None, settings: Settings, *, now: datetime) -> int:
+    """Revoke every session of the user whose live session ``raw`` is (logout everywhere); returns
+    how many were revoked, this one included. A cookie that opens no session revokes nothing."""
+    if not raw or len(raw) > 128:
+        return 0
+    row = conn.execute(
+        "SELECT user_id, user_mac FROM sessions "
+        "WHERE id_hash = %s AND revoked_at IS NULL AND expires_at > %s AND created_at > %s",
+        (_digest(raw), now, now - timedelta(days=settings.session_max_days)),
+    ).fetchone()
+    if row is None or not secrets.compare_digest(bytes(row[1]), _binding(raw, int(row[0]))):
+        return 0
+    cur = conn.execute(
+        "UPDATE sessions SET revoked_at = %s WHERE user_id = %s AND revoked_at IS NULL", (now, int(row[0]))
+    )
+    return cur.rowcount
 
 
 def purge(conn: psycopg.Connection[Any], *, now: datetime, keep: timedelta = timedelta(days=7)) -> int:

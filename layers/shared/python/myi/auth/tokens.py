@@ -6,7 +6,10 @@ two workers never spend the same refresh token: the second waits and finds the f
 refresh token is stored in the same transaction as the new access token. ``invalid_grant`` counts
 toward quarantine (``QUARANTINE_AFTER`` in a row sets ``is_valid = false``); network errors, 5xx and
 429 never do. Refresh tokens expire ``REFRESH_TOKEN_LIFETIME`` after the user authorised; such a grant
-is quarantined without asking Spotify.
+is quarantined without asking Spotify. A refresh token that no key of the ring decrypts (its key is
+gone, or the ring was replaced) is quarantined at once (``last_error = 'unreadable'``): only a new
+sign-in can replace it. :func:`rekey_grants` re-encrypts stored tokens under the current key version
+so that old versions can be retired.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from myi.spotify.errors import SpotifyAuthError
 
 MIN_LIFETIME = timedelta(minutes=10)
 QUARANTINE_AFTER = 3
+UNREADABLE = "unreadable"
+REKEY_BATCH = 200
 REFRESH_TOKEN_LIFETIME = timedelta(days=182)
 
 
@@ -149,8 +154,15 @@ class TokenManager:
         ).fetchone()
         assert row is not None  # _cached(lock=True) raised otherwise
         ring = self._keyring()
-        refresh_token = crypto.decrypt(ring, row[0], row[1], user_id=user_id, purpose="refresh")
+        if row[1] not in ring.keys:  # perhaps a newer key than this environment's cached ring
+            crypto.reset_key_cache()
+            ring = self._keyring()
         now = self._clock()
+        try:
+            refresh_token = crypto.decrypt(ring, row[0], row[1], user_id=user_id, purpose="refresh")
+        except crypto.VaultError:
+            _quarantine_unreadable(self._conn, user_id, now)
+            return None, "its refresh token cannot be decrypted with any key of the ring"
         try:
             grant = self._accounts.refresh(refresh_token)
         except SpotifyAuthError as exc:
@@ -223,3 +235,113 @@ class TokenManager:
         ).fetchone()
         if row is not None and not row[1]:
             logger.warning("Spotify grant quarantined", extra={"user_id": user_id, "failures": row[0]})
+
+
+def _quarantine_unreadable(conn: psycopg.Connection[Any], user_id: int, now: datetime) -> None:
+    conn.execute(
+        "UPDATE spotify_auth SET is_valid = false, last_error = %s, updated_at = %s WHERE user_id = %s",
+        (UNREADABLE, now, user_id),
+    )
+    logger.warning("Spotify grant unreadable with the current keys; quarantined", extra={"user_id": user_id})
+
+
+def rekey_grants(
+    conn: psycopg.Connection[Any], ring: KeyRing, *, now: datetime, batch: int = REKEY_BATCH
+) -> dict[str, int]:
+    """Re-encrypt every stored token that uses another key version than the ring's current one, in
+    batches of ``batch`` rows, each batch one transaction holding its rows' locks (a refresh of the
+    same user waits for it, and vice versa). Idempotent. A refresh token that does not decrypt is
+    quarantined (a new sign-in restores the grant); an unreadable cached access token is dropped (the
+    next use refreshes it). Rows of a key version newer than the ring knows are left alone. Returns
+    the counts: ``rekeyed``, ``already_current``, ``unreadable`` (quarantined now),
+    ``access_dropped``, ``skipped`` (already quarantined as unreadable, or of an unknown newer key)."""
+    counts = {"rekeyed": 0, "already_current": 0, "unreadable": 0, "access_dropped": 0, "skipped": 0}
+    newest = max(ring.keys)
+    params: dict[str, Any] = {"cur": ring.current, "newest": newest, "unreadable": UNREADABLE}
+    row = conn.execute(
+        """
+        SELECT count(*) FILTER (WHERE refresh_key_version = %(cur)s
+                                  AND (access_token_enc IS NULL OR access_key_version = %(cur)s)
+                                  AND NOT (NOT is_valid AND last_error IS NOT DISTINCT FROM %(unreadable)s)),
+               count(*) FILTER (WHERE (NOT is_valid AND last_error = %(unreadable)s)
+                                   OR refresh_key_version > %(newest)s
+                                   OR access_key_version > %(newest)s)
+          FROM spotify_auth
+        """,
+        params,
+    ).fetchone()
+    assert row is not None
+    counts["already_current"], counts["skipped"] = int(row[0]), int(row[1])
+    after = -1
+    while True:
+        with conn.transaction():
+            rows = conn.execute(
+                """
+                SELECT user_id, refresh_token_enc, refresh_key_version, access_token_enc, access_key_version
+                  FROM spotify_auth
+                 WHERE user_id > %(after)s
+                   AND (refresh_key_version <> %(cur)s
+                        OR (access_token_enc IS NOT NULL AND access_key_version <> %(cur)s))
+                   AND NOT (NOT is_valid AND last_error IS NOT DISTINCT FROM %(unreadable)s)
+                   AND refresh_key_version <= %(newest)s
+                   AND (access_key_version IS NULL OR access_key_version <= %(newest)s)
+                 ORDER BY user_id
+                 LIMIT %(batch)s
+                   FOR UPDATE
+                """,
+                {**params, "after": after, "batch": batch},
+            ).fetchall()
+            for user_id, refresh_enc, refresh_v, access_enc, access_v in rows:
+                _rekey_row(
+                    conn, ring, int(user_id), refresh_enc, refresh_v, access_enc, access_v, now, counts
+                )
+        if len(rows) < batch:
+            return counts
+        after = int(rows[-1][0])
+
+
+def _rekey_row(
+    conn: psycopg.Connection[Any],
+    ring: KeyRing,
+    user_id: int,
+    refresh_enc: bytes,
+    refresh_v: int,
+    access_enc: bytes | None,
+    access_v: int | None,
+    now: datetime,
+    counts: dict[str, int],
+) -> None:
+    try:
+        refresh = crypto.decrypt(ring, refresh_enc, refresh_v, user_id=user_id, purpose="refresh")
+    except crypto.VaultError:
+        _quarantine_unreadable(conn, user_id, now)
+        counts["unreadable"] += 1
+        return
+    new_refresh, new_refresh_v = crypto.encrypt(ring, refresh, user_id=user_id, purpose="refresh")
+    new_access: bytes | None = None
+    new_access_v: int | None = None
+    if access_enc is not None and access_v is not None:
+        try:
+            access = crypto.decrypt(ring, access_enc, access_v, user_id=user_id, purpose="access")
+        except crypto.VaultError:
+            counts["access_dropped"] += 1
+        else:
+            new_access, new_access_v = crypto.encrypt(ring, access, user_id=user_id, purpose="access")
+    conn.execute(
+        """
+        UPDATE spotify_auth SET refresh_token_enc = %(r)s, refresh_key_version = %(rv)s,
+               access_token_enc = %(a)s, access_key_version = %(av)s,
+               access_expires_at = CASE WHEN %(a)s::bytea IS NULL THEN NULL ELSE access_expires_at END,
+               updated_at = %(now)s
+         WHERE user_id = %(user)s
+        """,
+        {
+            "r": new_refresh,
+            "rv": new_refresh_v,
+            "a": new_access,
+            "av": new_access_v,
+            "now": now,
+            "user": user_id,
+        },
+    )
+    counts["rekeyed"] += 1

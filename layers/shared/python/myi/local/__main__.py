@@ -5,8 +5,9 @@ database ``MYI_LOCAL_DATABASE`` or ``myi``),
 ``AWS_ENDPOINT_URL`` (unset: an embedded AWS emulator), ``SPOTIFY_ACCOUNTS_URL`` with
 ``SPOTIFY_API_URL``, ``SPOTIFY_CLIENT_ID`` and ``SPOTIFY_CLIENT_SECRET`` (unset: a fake Spotify serving
 a demo world), ``APP_URL`` (unset: the local API's own URL),
-``MYI_LOCAL_SCHEDULES`` (``off`` disables the schedule timer; the control route still works), and
-every setting of ``myi.settings``.
+``MYI_LOCAL_SCHEDULES`` (``off`` disables the schedule timer; the control route still works),
+``MYI_LOCAL_KEY_FILE`` (unset: ``.local/token-key.json``; the token-key ring, kept across starts so
+the stored grants stay readable), and every setting of ``myi.settings``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from infra.wiring import WIRING
@@ -82,7 +84,8 @@ def start(env: dict[str, str] | None = None) -> LocalServices:
             log_line(f"migrations applied: {', '.join(applied)}")
         partitions.maintain(conn, datetime.now(UTC).date(), settings.partition_months_ahead)
 
-    environ.update(create_resources(settings))
+    key_file = Path(environ.get("MYI_LOCAL_KEY_FILE") or embedded.LOCAL_DIR / "token-key.json")
+    environ.update(create_resources(settings, key_file=key_file))
     get_settings.cache_clear()
     settings = Settings.from_env(environ)
     queue_urls = {q.name: environ[q.env_var] for q in WIRING.queues}

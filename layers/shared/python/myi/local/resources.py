@@ -1,20 +1,30 @@
 """Emulated AWS resources, created from the wiring: the state table, queues with DLQs, the import
-bucket and its notifications, the token-encryption key. Used by the local runtime and the tests."""
+bucket and its notifications, the token-encryption key. Used by the local runtime and the tests.
+
+The key ring can live in a file (``make local``: ``.local/token-key.json``, beside the embedded
+PostgreSQL), so that the grants stored in a database that outlives the emulator stay readable: the
+secret is created from that file when there is one, else from a new ring that is then saved there
+(readable by its owner only)."""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from infra.wiring import WIRING, Wiring
 from myi import aws
-from myi.crypto import new_key_ring_secret
+from myi.crypto import KeyRing, new_key_ring_secret
 from myi.settings import Settings
 
 
-def create_resources(settings: Settings, wiring: Wiring = WIRING) -> dict[str, str]:
+def create_resources(
+    settings: Settings, wiring: Wiring = WIRING, *, key_file: Path | None = None
+) -> dict[str, str]:
     """Create (or find) every emulated resource; returns the environment the handlers need
-    (queue URLs, table and bucket names). Idempotent."""
+    (queue URLs, table and bucket names). Idempotent. With ``key_file``, a new token-key secret
+    holds the key ring of that file (made and saved there first when missing)."""
     env: dict[str, str] = {"STATE_TABLE": settings.state_table, "IMPORT_BUCKET": settings.import_bucket}
     dynamodb = aws.client("dynamodb", settings)
     existing = dynamodb.list_tables().get("TableNames", [])
@@ -88,8 +98,31 @@ def create_resources(settings: Settings, wiring: Wiring = WIRING) -> dict[str, s
     try:
         secrets.describe_secret(SecretId=settings.token_key_secret_id)
     except secrets.exceptions.ResourceNotFoundException:
-        secrets.create_secret(Name=settings.token_key_secret_id, SecretString=new_key_ring_secret())
+        ring = new_key_ring_secret() if key_file is None else load_or_create_key_file(key_file)
+        secrets.create_secret(Name=settings.token_key_secret_id, SecretString=ring)
     return env
+
+
+def load_or_create_key_file(path: Path) -> str:
+    """The key ring saved in ``path``; a new one is written there (mode 0600) when it does not exist.
+    A file that is not a key ring is an error, never replaced: the grants may depend on it."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = new_key_ring_secret()
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        try:
+            os.link(draft, path)  # whole, and never over a ring another start saved meanwhile
+        except FileExistsError:
+            text = path.read_text()
+        finally:
+            draft.unlink()
+    KeyRing.from_secret(text)
+    return text
 
 
 def _queue_name(settings: Settings, name: str) -> str:
