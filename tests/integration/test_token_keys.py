@@ -206,14 +206,14 @@ def test_rekey_leaves_tokens_of_a_newer_key_than_it_knows(
     assert grant_row(db_conn, user)["is_valid"] is True and grant_row(db_conn, user)["refresh_v"] == 2
 
 
-def test_the_rekey_command_reencrypts_under_the_secrets_current_key_and_reports(
-    db_conn: psycopg.Connection[Any],
-    spotify_settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+@pytest.fixture
+def rotated(
+    db_conn: psycopg.Connection[Any], spotify_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[int]:
+    """A user whose grant was stored under key 1 of a ring that has since made key 2 current (the
+    secret the functions read); yields the user."""
     secrets = aws.client("secretsmanager", spotify_settings)
-    secret_id = f"myi/rekey-{uuid.uuid4().hex[:8]}"
+    secret_id = f"myi/rotated-{uuid.uuid4().hex[:8]}"
     k1, k2 = os.urandom(32), os.urandom(32)
     secrets.create_secret(Name=secret_id, SecretString=_secret(1, k1=k1))
     user = user_with_grant(db_conn, spotify_settings, ring_of(v1=k1), "demo")
@@ -222,40 +222,32 @@ def test_the_rekey_command_reencrypts_under_the_secrets_current_key_and_reports(
     get_settings.cache_clear()
     crypto.reset_key_cache()
     try:
-        assert crypto.main(["rekey"]) == 0
-        out = capsys.readouterr().out
-        assert "current key version: 2" in out and "rekeyed=1" in out and "v2: 2" in out and "v1" not in out
-        assert grant_row(db_conn, user)["refresh_v"] == 2 and grant_row(db_conn, user)["access_v"] == 2
+        yield user
     finally:
         secrets.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
         get_settings.cache_clear()
         crypto.reset_key_cache()
+
+
+def test_the_rekey_command_reencrypts_under_the_secrets_current_key_and_reports(
+    db_conn: psycopg.Connection[Any], rotated: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert crypto.main(["rekey"]) == 0
+    out = capsys.readouterr().out
+    assert "current key version: 2" in out and "rekeyed=1" in out and "v2: 2" in out and "v1" not in out
+    assert grant_row(db_conn, rotated)["refresh_v"] == 2 and grant_row(db_conn, rotated)["access_v"] == 2
 
 
 def test_the_daily_maintenance_reencrypts_grants_so_the_old_key_can_go(
-    db_conn: psycopg.Connection[Any], spotify_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    db_conn: psycopg.Connection[Any], rotated: int
 ) -> None:
-    secrets = aws.client("secretsmanager", spotify_settings)
-    secret_id = f"myi/daily-{uuid.uuid4().hex[:8]}"
-    k1, k2 = os.urandom(32), os.urandom(32)
-    secrets.create_secret(Name=secret_id, SecretString=_secret(1, k1=k1))
-    user = user_with_grant(db_conn, spotify_settings, ring_of(v1=k1), "demo")
-    secrets.put_secret_value(SecretId=secret_id, SecretString=_secret(2, k1=k1, k2=k2))
-    monkeypatch.setenv("TOKEN_KEY_SECRET_ID", secret_id)
-    get_settings.cache_clear()
-    crypto.reset_key_cache()
-    try:
-        handler = load_handler(REPO_ROOT / "functions", "partition_maintenance")
-        result = handler(
-            {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
-            LocalContext("test", 256, 300),
-        )
-        assert result["grants_rekeyed"] == 1 and result["grants_unreadable"] == 0
-        assert grant_row(db_conn, user)["refresh_v"] == 2 and grant_row(db_conn, user)["access_v"] == 2
-    finally:
-        secrets.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
-        get_settings.cache_clear()
-        crypto.reset_key_cache()
+    handler = load_handler(REPO_ROOT / "functions", "partition_maintenance")
+    result = handler(
+        {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
+        LocalContext("test", 256, 300),
+    )
+    assert result["grants_rekeyed"] == 1 and result["grants_unreadable"] == 0
+    assert grant_row(db_conn, rotated)["refresh_v"] == 2 and grant_row(db_conn, rotated)["access_v"] == 2
 
 
 def _secret(current: int, **keys: bytes) -> str:
