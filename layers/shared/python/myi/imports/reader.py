@@ -97,16 +97,11 @@ class UploadChanged(Exception):
     """The object was replaced while it was being read (another upload to the same key)."""
 
 
-class S3Object(io.RawIOBase):
-    """A read-only, seekable view of one version of an S3 object through ranged GETs: with
-    ``etag``, every GET carries ``If-Match`` and a replaced object raises :class:`UploadChanged`
-    rather than mixing the bytes of two files."""
+class _View(io.RawIOBase):
+    """A read-only, seekable stream of ``_size`` bytes read at ``_pos`` (subclasses read)."""
 
-    def __init__(self, s3: Any, bucket: str, key: str, size: int, etag: str | None = None) -> None:
-        self._s3, self._bucket, self._key, self._size = s3, bucket, key, size
-        self._match = {"IfMatch": etag} if etag else {}
-        self._pos = 0
-        self.bytes_fetched = 0
+    _pos: int
+    _size: int
 
     def readable(self) -> bool:
         return True
@@ -121,6 +116,18 @@ class S3Object(io.RawIOBase):
         base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
         self._pos = max(0, base + offset)
         return self._pos
+
+
+class S3Object(_View):
+    """A read-only, seekable view of one version of an S3 object through ranged GETs: with
+    ``etag``, every GET carries ``If-Match`` and a replaced object raises :class:`UploadChanged`
+    rather than mixing the bytes of two files."""
+
+    def __init__(self, s3: Any, bucket: str, key: str, size: int, etag: str | None = None) -> None:
+        self._s3, self._bucket, self._key, self._size = s3, bucket, key, size
+        self._match = {"IfMatch": etag} if etag else {}
+        self._pos = 0
+        self.bytes_fetched = 0
 
     def readinto(self, buffer: Any) -> int:
         if self._pos >= self._size:
@@ -199,7 +206,7 @@ _INFLATE_INPUT = 64 * 1024
 NESTED = 1 << 32  # a nested member's index: NESTED * (its zip's index + 1) + its index in that zip
 
 
-class _ZipInZip(io.RawIOBase):
+class _ZipInZip(_View):
     """A zip that is a member of the upload, as the seekable file :class:`zipfile.ZipFile` needs,
     read in place through the upload's own stream (and so through S3 ranges).
 
@@ -237,20 +244,6 @@ class _ZipInZip(io.RawIOBase):
         self._snapshots: list[tuple[int, int, Any]] = [(0, 0, self._inflater.copy())]  # (out, in, state)
         self._frontier = 0  # the most output ever produced; checked and counted once
         self._frontier_crc = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
 
     def readinto(self, buffer: Any) -> int:
         want = min(len(buffer), self._size - self._pos)
