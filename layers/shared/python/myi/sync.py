@@ -194,7 +194,8 @@ def sync_user(deps: SyncDeps, user_id: int, *, after_ms: int | None = None) -> S
 
     now = deps.clock()
     gap = full and cursor is not None
-    if profiled_at is None or now - profiled_at >= PROFILE_MAX_AGE:
+    # A full page is read on at once, and that sync plans: the profile waits for it.
+    if not full and (profiled_at is None or now - profiled_at >= PROFILE_MAX_AGE):
         rates, profiled_at = _profile(conn, user_id, now), now
     since = cadence.page_span(
         now.timestamp(),
