@@ -56,13 +56,13 @@ def acknowledge(stack: Stack) -> None:
         stack.secrets.spotify,
         "SMG4",
         "The Spotify client secret is issued by Spotify: rotate it in the Spotify dashboard and put the new "
-        "value here (README, operator's guide).",
+        "value here (docs/operations.md).",
     )
     _ack(
         stack.secrets.token_key,
         "SMG4",
-        "The token key ring is rotated by adding a key version and making it current (README): old tokens "
-        "must stay readable, which a generated replacement would break.",
+        "The token key ring is rotated by adding a key version and making it current "
+        "(docs/operations.md): old tokens must stay readable, which a generated replacement would break.",
     )
     for name, deployed in stack.functions.deployed.items():
         _ack(

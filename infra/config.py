@@ -26,7 +26,7 @@ that deploy. Two profiles set the cost-shaped defaults; every value can still be
 ``AURORA_VERSION`` is the newest Aurora PostgreSQL 16 release that both aws-cdk-lib and cfn-lint know
 and that cfn-lint does not list as deprecated: the major version the tests run on (the embedded
 PostgreSQL is 16), and one that lets Aurora Serverless v2 scale to 0 ACU. Changing the major version
-of a running stage is an upgrade of its database: see "Upgrading" in the README first.
+of a running stage is an upgrade of its database: see "Upgrading" in docs/operations.md first.
 
 Spotify keeps a listener's latest 50 plays. Each user's next sync is planned from their own
 listening (``myi.cadence``), at most ``sync_max_interval_s`` ahead; a sync planned before the next
@@ -34,7 +34,7 @@ fan-out comes by the worker's own delayed message, so the fan-out's period bound
 soon a new or failed user is picked up. An hourly fan-out lets the database of a personal
 deployment sleep while nobody listens (and, while nobody has been seen for ``SYNC_ACTIVE_DAYS``,
 not at all: ``myi.dormancy``). An hour as the maximum lost no play on the real histories the
-``cadence`` benchmark replays; two hours lost tens per person (README, "Sync").
+``cadence`` benchmark replays; two hours lost tens per person (docs/design.md, "Sync").
 """
 
 from __future__ import annotations

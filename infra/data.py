@@ -16,7 +16,7 @@ from infra.network import Network
 
 DB_NAME = "myi"
 DB_MASTER_USER = "myi_admin"
-DB_APP_USER = "myi_app"  # created by migration 0005 with rds_iam; see the README
+DB_APP_USER = "myi_app"  # created by migration 0005 with rds_iam; see docs/operations.md
 
 
 class Database(Construct):
@@ -30,7 +30,7 @@ class Database(Construct):
             "Cluster",
             # The version is a setting (aurora_version); the cluster uses the default parameter
             # groups of its major version (default.aurora-postgresql<major>), so a major upgrade
-            # needs no parameter group of ours to be migrated (README: Upgrading).
+            # needs no parameter group of ours to be migrated (docs/operations.md: Upgrading).
             engine=rds.DatabaseClusterEngine.aurora_postgres(
                 version=rds.AuroraPostgresEngineVersion.of(
                     config.aurora_version, str(aurora_major(config.aurora_version))
@@ -180,7 +180,7 @@ class Secrets(Construct):
             self,
             "TokenKey",
             secret_name=config.name("token-key"),
-            description='Token-encryption key ring {"current": N, "keys": {"N": base64}}; see the README',
+            description='Token-encryption key ring {"current": N, "keys": {"N": base64}}; docs/operations.md',
             generate_secret_string=secretsmanager.SecretStringGenerator(
                 secret_string_template='{"uninitialised": true}',  # noqa: S106 - a placeholder, no secret
                 generate_string_key="nonce",

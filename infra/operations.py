@@ -68,7 +68,7 @@ class Operations(Construct):
                     period=Duration.minutes(5), statistic="Maximum"
                 ),
                 1,
-                f"Messages in the {name} dead-letter queue: see the README on redriving",
+                f"Messages in the {name} dead-letter queue: see docs/operations.md on redriving",
             )
         if config.alarms_per_function:
             for name, deployed in functions.deployed.items():

@@ -251,7 +251,7 @@ def run() -> None:
         "    make local, then open http://127.0.0.1:8000/ and sign in (the fake Spotify signs you in as\n"
         "    its demo listener)\n"
         f"    the demo's data stays in the embedded PostgreSQL: MYI_LOCAL_DATABASE={DATABASE} make local\n"
-        "    make test runs every test; the README has the developer's and the operator's guides"
+        "    make test runs every test; docs/ has the developer's and the operator's guides"
     )
 
 
