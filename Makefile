@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m myi.devtools.testrun
+	$(PY) -m devtools.testrun
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -51,13 +51,13 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 local: $(STAMP)
-	$(PY) -m myi.local
+	$(PY) -m devtools.local
 
 demo: $(STAMP)
-	$(PY) -m myi.local.demo
+	$(PY) -m devtools.local.demo
 
 bench: $(STAMP)
-	$(PY) -m myi.devtools.bench $(BENCH)
+	$(PY) -m devtools.bench $(BENCH)
 
 node_modules/.bin/cdk: package.json
 	@npm install --no-audit --no-fund --silent
@@ -66,10 +66,10 @@ node_modules/.bin/cdk: package.json
 cdk-cli: node_modules/.bin/cdk
 
 layer: $(STAMP)
-	$(PY) -m myi.devtools.build_layer
+	$(PY) -m devtools.build_layer
 
 layer-lock: $(STAMP)
-	$(PY) -m myi.devtools.build_layer --lock
+	$(PY) -m devtools.build_layer --lock
 
 # cfn-lint checks the template just synthesised (this PROFILE); tests/infra lints both profiles.
 synth: layer cdk-cli

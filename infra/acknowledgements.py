@@ -69,7 +69,7 @@ def acknowledge(stack: Stack) -> None:
             deployed.function,
             "L1",
             f"{name}: the runtime is {deployed.function.runtime.name}, the Python the shared layer is built "
-            "for and its smoke test imports every handler with (myi.devtools.build_layer.PYTHON_VERSION); a "
+            "for and its smoke test imports every handler with (devtools.build_layer.PYTHON_VERSION); a "
             "newer one is adopted there, together with the layer, once the test machines have that Python.",
         )
         _ack(

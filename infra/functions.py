@@ -19,14 +19,14 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from devtools.build_layer import PYTHON_VERSION
+from devtools.paths import REPO
 from infra.config import Config, rate_seconds
 from infra.data import DB_NAME, Database, Files, Secrets, State
 from infra.network import Network
 from infra.wiring import Function, Wiring
-from myi.devtools.build_layer import PYTHON_VERSION
 
-REPO = Path(__file__).resolve().parents[1]
-# The layer is built for this runtime: its Python version is named once, in myi.devtools.build_layer.
+# The layer is built for this runtime: its Python version is named once, in devtools.build_layer.
 RUNTIME: lambda_.Runtime = getattr(lambda_.Runtime, f"PYTHON_{PYTHON_VERSION.replace('.', '_')}")
 MIGRATIONS = REPO / "layers" / "shared" / "python" / "myi" / "migrations"
 

@@ -1,6 +1,6 @@
 """The wiring of MYI, written once: every function, its trigger, its limits and what it may touch.
 
-Both the CDK stack (``infra/``) and the local runtime (``myi.local``) read this module, so the cloud
+Both the CDK stack (``infra/``) and the local runtime (``devtools.local``) read this module, so the cloud
 and the laptop cannot drift apart. It is plain data: no CDK or boto3 imports here.
 """
 

@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from devtools import embedded
 from myi import aws, db, migrate, partitions
-from myi.devtools import embedded
 from myi.settings import Settings, get_settings
 from myi.users import UNREFERENCED_TABLES
 
@@ -112,7 +112,7 @@ def aws_endpoint() -> Iterator[str]:
 def aws_resources(aws_endpoint: str) -> dict[str, str]:
     """Every emulated resource of the wiring (table, queues with DLQs, bucket, key secret); the
     environment of the handlers is updated with their names and URLs."""
-    from myi.local.resources import create_resources
+    from devtools.local.resources import create_resources
 
     env = create_resources(Settings.from_env())
     os.environ.update(env)

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from myi.devtools import embedded
-from myi.fakespotify import FakeSpotify, demo_world
+from devtools import embedded
+from devtools.fakespotify import FakeSpotify, demo_world
 from tests.fixtures.local_runtime import LocalRuntime, start_local_runtime, stop_local_runtime
 
 APP_URL = "http://127.0.0.1:9/app"  # the SPA: never fetched, only redirected to

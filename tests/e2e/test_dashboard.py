@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from myi.devtools.exports import write_extended_zip
-from myi.fakespotify import FakeSpotify
+from devtools.fakespotify import FakeSpotify
+from devtools.synthetic import write_extended_zip
 from tests.e2e.conftest import print_log_on_failure, runtime_with
 from tests.fixtures.local_runtime import LocalRuntime
 

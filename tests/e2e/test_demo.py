@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from devtools.paths import REPO
 
 
 def test_the_demo_walks_the_journey_and_prints_the_report() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DATABASE_URL", "SPOTIFY_"))}
     env["MYI_DEMO_RECORDS"] = "3000"
     done = subprocess.run(
-        [sys.executable, "-m", "myi.local.demo"],
+        [sys.executable, "-m", "devtools.local.demo"],
         cwd=REPO,
         env=env,
         capture_output=True,

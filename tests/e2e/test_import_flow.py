@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from myi.devtools.exports import write_extended_zip
+from devtools.synthetic import write_extended_zip
 from tests.e2e.conftest import print_log_on_failure, session, sign_in
 from tests.fixtures.local_runtime import LocalRuntime
 

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from myi.devtools.exports import extended_records, world_catalog, write_json_array
-from myi.fakespotify import FakeSpotify
+from devtools.fakespotify import FakeSpotify
+from devtools.synthetic import extended_records, world_catalog, write_json_array
 from myi.users import iso
 from tests.e2e.conftest import print_log_on_failure, session, sign_in
 from tests.fixtures.local_runtime import LocalRuntime

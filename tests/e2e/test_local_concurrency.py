@@ -20,12 +20,12 @@ import httpx
 import psycopg
 import pytest
 
+from devtools.fakespotify import FakeSpotify
+from devtools.local.resources import create_resources
+from devtools.local.runtime import Runtime
+from devtools.synthetic import write_extended_zip
 from infra.wiring import Function, Queue, QueueTrigger, Wiring
 from myi import aws, stats
-from myi.devtools.exports import write_extended_zip
-from myi.fakespotify import FakeSpotify
-from myi.local.resources import create_resources
-from myi.local.runtime import Runtime
 from myi.settings import Settings
 from tests.e2e.conftest import print_log_on_failure, runtime_with, session, sign_in
 from tests.fixtures.local_runtime import LocalRuntime

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from myi.devtools import embedded
-from myi.fakespotify import FakeSpotify
+from devtools import embedded
+from devtools.fakespotify import FakeSpotify
 from tests.e2e.conftest import session, sign_in
 from tests.fixtures.local_runtime import LocalRuntime, start_local_runtime, stop_local_runtime
 

@@ -67,7 +67,7 @@ def test_cors_preflight_is_answered_for_the_app_origin_only(local_runtime: Local
 
 
 def test_a_signal_stops_the_runtime_cleanly_and_a_second_start_reuses_the_data(tmp_path) -> None:
-    from myi.devtools import embedded
+    from devtools import embedded
     from tests.fixtures.local_runtime import start_local_runtime, stop_local_runtime
 
     pg = embedded.start_postgres("pg-test")

@@ -9,7 +9,7 @@ import httpx
 import psycopg
 import pytest
 
-from myi.fakespotify import FakeSpotify
+from devtools.fakespotify import FakeSpotify
 from tests.e2e.conftest import print_log_on_failure, session, sign_in
 from tests.fixtures.local_runtime import LocalRuntime
 

@@ -3,7 +3,7 @@ requirements as ``make layer``, but for this machine (its manylinux wheels, the 
 version), then every handler of the wiring is imported, its module-level setup run, in a clean
 interpreter of that version (``-I -S``: no site-packages, no environment, no user site) that sees
 only the layer's ``python/`` folder and the function's own folder. A dependency missing from the
-layer fails the import; a dev-only module (``myi.devtools``, ``myi.local``, ``myi.fakespotify``,
+layer fails the import; a dev-only module (``devtools``, ``devtools.local``, ``devtools.fakespotify``,
 ``infra``, or any package of the ``infra`` and ``dev`` extras) in ``sys.modules`` afterwards fails
 the test, and so does a module loaded from anywhere but those folders and the standard library."""
 
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
+from devtools import build_layer
 from infra.wiring import WIRING, Function
-from myi.devtools import build_layer
 
 PYTHON = build_layer.PYTHON_VERSION
 HOST_PLATFORMS = {"x86_64": "manylinux2014_x86_64", "aarch64": "manylinux2014_aarch64"}
@@ -72,7 +72,7 @@ def dev_only_modules() -> list[str]:
         if module.isidentifier() and any(_name(owner) in dev for owner in owners)
     }
     assert {"moto", "pytest", "pgserver", "aws_cdk"} <= modules, modules  # the venv has the extras
-    return sorted(modules | {"infra", *(f"myi.{m}" for m in build_layer.DEV_ONLY)})
+    return sorted(modules | {"infra", "devtools"})
 
 
 def runtime_python() -> str | None:
@@ -114,7 +114,6 @@ def host_layer(interpreter: str, tmp_path_factory: pytest.TempPathFactory) -> Pa
     build_layer.build(target, platform=HOST_PLATFORMS[machine], python_version=PYTHON)
     site = target / "python"
     assert (site / "myi").is_dir()
-    assert not any((site / "myi" / m).exists() for m in build_layer.DEV_ONLY)
     return site
 
 
@@ -208,7 +207,7 @@ def test_the_smoke_test_fails_a_handler_that_reaches_a_dev_only_module(
     code = tmp_path / "code"
     shutil.copytree(build_layer.REPO / fn.code_dir, code)
     handler = code / "handler.py"
-    dev_only = "moto" if extra else "myi.fakespotify"
+    dev_only = "moto" if extra else "devtools.fakespotify"
     handler.write_text(f"import {dev_only}  # noqa\n" + handler.read_text())
     for name, text in extra.items():
         (code / name).write_text(text)

@@ -14,11 +14,11 @@ import pytest
 from aws_cdk import App
 from aws_cdk.assertions import Match, Template
 
+from devtools import build_layer
 from infra import lint
 from infra.app import build
 from infra.config import AURORA_VERSION, aurora_major, from_context, scales_to_zero
 from infra.wiring import WIRING
-from myi.devtools import build_layer
 
 PROFILES = ("personal", "scale")
 

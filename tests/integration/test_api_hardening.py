@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devtools.local import events
 from infra.wiring import WIRING
 from myi import db
 from myi.api import cursors
@@ -27,7 +28,6 @@ from myi.api.app import body_too_deep
 from myi.api.database import connection as api_connection
 from myi.auth import sessions
 from myi.ingestion import ingest
-from myi.local import events
 from myi.settings import Settings, get_settings
 from tests.fixtures.api import ApiClient, Reply, signed_in
 from tests.fixtures.plays import extended_play, make_user

@@ -12,13 +12,13 @@ from typing import Any
 import psycopg
 import pytest
 
+from devtools.local.context import LocalContext
+from devtools.local.runtime import REPO_ROOT, load_handler
 from myi import aws
 from myi.auth.tokens import store_grant
 from myi.crypto import KeyRing
 from myi.dormancy import Dormancy
 from myi.imports import jobs
-from myi.local.context import LocalContext
-from myi.local.runtime import REPO_ROOT, load_handler
 from myi.settings import Settings, get_settings
 from tests.fixtures.api import signed_in
 from tests.fixtures.auth import grant_for

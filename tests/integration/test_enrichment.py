@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.fakespotify import FakeSpotify
 from myi import stats
 from myi.enrichment import enrich
-from myi.fakespotify import FakeSpotify
 from myi.ingestion import ingest
 from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
 from myi.ratelimit import RateLimiter

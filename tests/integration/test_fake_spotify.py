@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 import yaml
 
+from devtools.fakespotify import FakeSpotify, demo_world
 from myi.auth import pkce
-from myi.fakespotify import FakeSpotify, demo_world
 
 SCHEMA = Path(__file__).resolve().parents[1] / "data" / "spotify" / "spotify-web-api-openapi.yml"
 REDIRECT = "http://127.0.0.1:8000/auth/callback"

@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
+from devtools.synthetic import catalog, extended_records, write_json_array
 from infra.wiring import QUEUES
 from myi import stats
-from myi.devtools.exports import catalog, extended_records, write_json_array
 from myi.imports import jobs, worker
 from myi.imports.worker import WorkerDeps, handle_message, sweep
 from myi.ingestion import ingest
@@ -306,9 +306,9 @@ def test_the_handler_fails_the_job_on_the_queues_last_delivery(
 ) -> None:
     """The Lambda handler as Lambda runs it, on deliveries of one real SQS message: the delivery
     count SQS reports decides whether the failure is retried (a batch item failure) or ends the job."""
-    from myi.local.context import LocalContext
-    from myi.local.events import sqs_event
-    from myi.local.runtime import REPO_ROOT, load_handler
+    from devtools.local.context import LocalContext
+    from devtools.local.events import sqs_event
+    from devtools.local.runtime import REPO_ROOT, load_handler
 
     handler = load_handler(REPO_ROOT / "functions", "import_worker")
     user = make_user(db_conn)

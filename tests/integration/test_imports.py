@@ -19,14 +19,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from myi import db, stats
-from myi.devtools.exports import (
+from devtools.paths import REPO
+from devtools.synthetic import (
     account_records,
     catalog,
     extended_records,
     write_extended_zip,
     write_json_array,
 )
+from myi import db, stats
 from myi.imports import jobs
 from myi.imports.worker import WorkerDeps, handle_message, sweep
 from myi.ingestion import ingest
@@ -35,7 +36,6 @@ from tests.fixtures.imports import Importer, empty_queue, s3_event, zip_of
 from tests.fixtures.plays import make_user
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "spotify" / "samples"
-REPO = Path(__file__).resolve().parents[2]
 
 
 def as_json(records: list[dict[str, Any]]) -> bytes:

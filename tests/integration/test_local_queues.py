@@ -11,10 +11,10 @@ from urllib.parse import unquote_plus
 
 import pytest
 
+from devtools.local.resources import create_resources
+from devtools.local.runtime import Runtime
 from infra.wiring import BucketNotification, Function, Queue, QueueTrigger, Wiring
 from myi import aws
-from myi.local.resources import create_resources
-from myi.local.runtime import Runtime
 from myi.settings import Settings
 
 # A consumer that records what it saw and fails messages whose body asks for it, reporting them

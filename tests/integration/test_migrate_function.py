@@ -7,9 +7,9 @@ from typing import Any
 
 import psycopg
 
+from devtools.local.context import LocalContext
+from devtools.local.runtime import REPO_ROOT, load_handler
 from myi.ingestion import ingest
-from myi.local.context import LocalContext
-from myi.local.runtime import REPO_ROOT, load_handler
 from tests.fixtures.plays import extended_play, make_user
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import psycopg
 
+from devtools import embedded
 from myi import migrate, stats, users
-from myi.devtools import embedded
 from myi.ingestion import ingest
 from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
 from tests.fixtures.plays import at, make_user

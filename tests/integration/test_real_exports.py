@@ -18,17 +18,15 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from devtools.paths import REAL_EXPORTS as CORPUS
 from myi import stats
 from tests.fixtures.imports import Importer
 from tests.fixtures.plays import make_user
-
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "real-exports"
 
 pytestmark = pytest.mark.skipif(
     not CORPUS.is_dir(), reason=f"the real-export corpus is not beside the repository ({CORPUS})"

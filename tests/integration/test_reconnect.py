@@ -13,15 +13,15 @@ from typing import Any
 import psycopg
 import pytest
 
+from devtools.fakespotify import FakeSpotify
+from devtools.local import events
+from devtools.local.context import LocalContext
+from devtools.local.runtime import REPO_ROOT, load_handler
 from infra.wiring import WIRING
 from myi import aws, crypto
 from myi.auth import sessions
 from myi.auth.tokens import store_grant
 from myi.dormancy import Dormancy
-from myi.fakespotify import FakeSpotify
-from myi.local import events
-from myi.local.context import LocalContext
-from myi.local.runtime import REPO_ROOT, load_handler
 from myi.settings import Settings, get_settings
 from tests.fixtures.auth import grant_for
 from tests.fixtures.plays import make_user

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from devtools.local.resources import create_resources
 from infra.wiring import BucketNotification, Function, Queue, QueueTrigger, Wiring
 from myi import aws
-from myi.local.resources import create_resources
 from myi.settings import Settings
 
 WIRING = Wiring(

@@ -8,10 +8,10 @@ from typing import Any
 
 import psycopg
 
+from devtools.local import events
 from infra.wiring import WIRING
 from myi.auth import sessions
 from myi.auth.routes import build_auth_app
-from myi.local import events
 from myi.settings import Settings
 from tests.fixtures.api import ApiClient
 from tests.fixtures.plays import make_user

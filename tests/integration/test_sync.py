@@ -15,10 +15,10 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
+from devtools.fakespotify import FakeSpotify
 from myi import aws, stats
 from myi.auth.tokens import TokenManager, store_grant
 from myi.crypto import KeyRing
-from myi.fakespotify import FakeSpotify
 from myi.ingestion import USER_LOCK_CLASS
 from myi.ratelimit import RateLimiter
 from myi.settings import Settings

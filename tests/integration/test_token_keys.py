@@ -16,12 +16,12 @@ import httpx
 import psycopg
 import pytest
 
+from devtools.local.context import LocalContext
+from devtools.local.resources import create_resources
+from devtools.local.runtime import REPO_ROOT, load_handler
 from myi import aws, crypto
 from myi.auth.tokens import GrantUnavailable, TokenManager, connection_status, rekey_grants, store_grant
 from myi.crypto import KeyRing
-from myi.local.context import LocalContext
-from myi.local.resources import create_resources
-from myi.local.runtime import REPO_ROOT, load_handler
 from myi.ratelimit import RateLimiter
 from myi.settings import Settings, get_settings
 from myi.spotify.accounts import AccountsClient

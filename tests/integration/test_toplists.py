@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.fakespotify import FakeSpotify
 from myi import aws, toplists
 from myi.auth.tokens import TokenManager, store_grant
 from myi.crypto import KeyRing
-from myi.fakespotify import FakeSpotify
 from myi.ratelimit import RateLimiter
 from myi.settings import Settings
 from myi.spotify.accounts import AccountsClient

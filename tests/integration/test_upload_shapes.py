@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from devtools.synthetic import catalog, extended_records, write_json_array
 from myi import stats
-from myi.devtools.exports import catalog, extended_records, write_json_array
 from myi.imports import jobs
 from myi.imports.reader import NESTED
 from myi.imports.worker import handle_message

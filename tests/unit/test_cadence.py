@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devtools.bench.cadence import Mechanism, fixed_poll_lost, replay
 from myi import cadence
-from myi.devtools.bench.cadence import Mechanism, fixed_poll_lost, replay
 
 NOW = datetime(2026, 3, 4, 15, 20, tzinfo=UTC)
 HEAVY = (40.0,) * 24

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime
 
+from devtools.local import events
 from infra.wiring import Function, Route
-from myi.local import events
 
 FN = Function(name="api", description="", timeout_s=3, memory_mb=128)
 ROUTES = [

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from devtools.local.schedule import Cron, ScheduleError, rate_seconds
 from infra.wiring import WIRING
-from myi.local.schedule import Cron, ScheduleError, rate_seconds
 
 
 def test_rate_expressions_give_their_interval() -> None:

@@ -225,7 +225,7 @@ class World:
 def demo_world(seed: int = 0, *, now: datetime | None = None) -> World:
     """A small, deterministic world: ``demo`` (Demo Listener), ``ana`` and ``mika``; 20 artists, 40
     albums, 200 tracks; a few hundred plays over the last ten days each; top lists."""
-    rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
+    rng = random.Random(seed)
     world = World()
     now = (now or datetime.now(UTC)).replace(microsecond=0)
     world.add_user("demo", "Demo Listener", "https://i.scdn.co/image/demo-listener")

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from myi.fakespotify.world import World, spotify_id
+from devtools.fakespotify.world import World, spotify_id
 
 RECORDS_PER_FILE = 15_000
 START = datetime(2016, 1, 1, tzinfo=UTC)

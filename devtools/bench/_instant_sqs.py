@@ -1,6 +1,6 @@
 """An SQS endpoint that accepts every ``SendMessage`` and ``SendMessageBatch`` at once and keeps
 nothing (used by the sync benchmark, in a process of its own, to measure the fan-out and the sync
-worker where the queue is not the bound: ``python -m myi.devtools.bench._instant_sqs PORT``). It
+worker where the queue is not the bound: ``python -m devtools.bench._instant_sqs PORT``). It
 speaks the JSON protocol botocore uses for SQS; any other operation is answered with an error."""
 
 from __future__ import annotations

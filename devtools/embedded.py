@@ -7,10 +7,10 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[5]
+from devtools.paths import REPO as REPO_ROOT
+
 LOCAL_DIR = REPO_ROOT / ".local"
 
 # Credentials for the emulator only; moto accepts anything.

@@ -21,8 +21,8 @@ from typing import Any
 
 import psycopg
 
+from devtools.bench import BenchContext, Figure, stopwatch
 from myi import migrate, partitions
-from myi.devtools.bench import BenchContext, Figure, stopwatch
 from myi.ingestion import BULK_BATCH_SIZE, KnownTracks, StatementCounter, bulk_ingest, ingest
 from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
 from myi.settings import Settings

@@ -9,12 +9,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from myi.devtools import embedded
-from myi.devtools.bench import BenchContext
+from devtools import embedded
+from devtools.bench import BenchContext
 
 
 def main(argv: list[str]) -> int:
-    import myi.devtools.bench as pkg
+    import devtools.bench as pkg
 
     names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
     wanted = [n for n in names if not argv or n in argv]
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
         ctx = BenchContext(database_url=url, scratch=Path(scratch), aws_endpoint=aws_emulator.url)
         try:
             for name in wanted:
-                module = importlib.import_module(f"myi.devtools.bench.{name}")
+                module = importlib.import_module(f"devtools.bench.{name}")
                 try:
                     for figure in module.run(ctx):
                         print(figure.line(), flush=True)

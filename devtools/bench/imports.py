@@ -22,11 +22,11 @@ from pathlib import Path
 import ijson
 import psycopg
 
+from devtools.bench import BenchContext, Figure, stopwatch
+from devtools.local.resources import create_resources
+from devtools.synthetic import write_extended_zip
 from myi import aws, migrate
-from myi.devtools.bench import BenchContext, Figure, stopwatch
-from myi.devtools.exports import write_extended_zip
 from myi.imports import jobs
-from myi.local.resources import create_resources
 from myi.settings import Settings
 
 RECORDS = int(os.environ.get("MYI_BENCH_IMPORT_RECORDS") or 500_000)
@@ -57,7 +57,7 @@ def _import(
     aws.client("s3", settings).upload_file(str(path), settings.import_bucket, key)
     env = {**os.environ, "DATABASE_URL": ctx.database_url}
     out = subprocess.run(
-        [sys.executable, "-m", "myi.devtools.bench._import_worker", job["id"]],
+        [sys.executable, "-m", "devtools.bench._import_worker", job["id"]],
         env=env,
         check=True,
         capture_output=True,

@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from devtools import embedded
+from devtools.local.resources import create_resources
+from devtools.local.runtime import Runtime, log_line
 from infra.wiring import WIRING
 from myi import aws, migrate, partitions
-from myi.devtools import embedded
-from myi.local.resources import create_resources
-from myi.local.runtime import Runtime, log_line
 from myi.settings import Settings, get_settings
 
 
@@ -57,7 +57,7 @@ def start(env: dict[str, str] | None = None) -> LocalServices:
         for key, value in embedded.EMULATOR_ENV.items():
             environ.setdefault(key, value)
     if not environ.get("SPOTIFY_ACCOUNTS_URL"):
-        from myi.fakespotify import FakeSpotify, demo_world
+        from devtools.fakespotify import FakeSpotify, demo_world
 
         fake = FakeSpotify(demo_world()).start()
         stops.append(fake.stop)

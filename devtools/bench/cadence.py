@@ -43,11 +43,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from devtools.bench import BenchContext, Figure
+from devtools.paths import REAL_EXPORTS as CORPUS
 from myi import cadence
-from myi.devtools.bench import BenchContext, Figure
 from myi.settings import Settings
 
-CORPUS = Path(__file__).resolve().parents[6].parent / "shared" / "real-exports"
 FIXED_S = 900  # the fixed poll compared with: 96 calls a day
 DAY_S = 86_400
 MIN_MS = 30_000  # recently-played shows plays of about 30 s or more
@@ -199,9 +199,9 @@ def _account(r: Any) -> float | None:
 
 def mechanisms() -> dict[str, Mechanism]:
     """Each deployment profile's mechanism, from the settings and the infrastructure's config."""
+    from devtools.local.schedule import rate_seconds
     from infra import config
     from infra.wiring import WIRING
-    from myi.local.schedule import rate_seconds
 
     settings = Settings()
     wired = next(s.expression for s in WIRING.function("sync_fanout").schedules if s.rule == "sync-fanout")

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
-from myi.fakespotify.world import TIME_RANGES, World
+from devtools.fakespotify.world import TIME_RANGES, World
 
 CODE_TTL_S = 600
 RECENT_LIMIT = 50  # Spotify keeps only the latest 50 plays

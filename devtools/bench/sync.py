@@ -49,14 +49,14 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError
 
+from devtools.bench import BenchContext, Figure, stopwatch
+from devtools.embedded import free_port
+from devtools.fakespotify import FakeSpotify, World
 from myi import migrate
 from myi.auth import pkce
 from myi.auth.tokens import TokenManager, store_grant
 from myi.aws import QueueBatchSender
 from myi.crypto import KeyRing
-from myi.devtools.bench import BenchContext, Figure, stopwatch
-from myi.devtools.embedded import free_port
-from myi.fakespotify import FakeSpotify, World
 from myi.ratelimit import RateLimiter
 from myi.settings import Settings
 from myi.spotify.accounts import AccountsClient, authorize_url
@@ -138,7 +138,7 @@ def _sender(settings: Settings, endpoint: str) -> QueueBatchSender:
 def _fanout_instant(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[Figure]:
     """The fan-out of ``CLAIM_USERS`` users into an endpoint that accepts every message at once:
     its rate, and the CPU time this process spends per ``SendMessageBatch``."""
-    with _server("myi.devtools.bench._instant_sqs") as endpoint:
+    with _server("devtools.bench._instant_sqs") as endpoint:
         seconds, cpu = _fanout_of(settings, conn, _sender(settings, endpoint), f"{endpoint}/q", CLAIM_USERS)
     yield Figure("fanout_instant_users_per_s", CLAIM_USERS / seconds, "users/s")
     yield Figure("fanout_cpu_ms_per_send", cpu * 1000 / ((CLAIM_USERS + 9) // 10), "ms")
@@ -272,7 +272,7 @@ def _sync(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[Figure]
     ring = KeyRing(current=1, keys={1: os.urandom(32)})
     with (
         _separate_fake(names, now) as fake,
-        _server("myi.devtools.bench._instant_sqs") as queues,
+        _server("devtools.bench._instant_sqs") as queues,
         httpx.Client(timeout=10) as http,
     ):
         accounts_url, api_url, client_id, client_secret = fake
@@ -320,7 +320,7 @@ def _sync(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[Figure]
 
 
 def run(ctx: BenchContext) -> Iterator[Figure]:
-    from myi.local.resources import create_resources
+    from devtools.local.resources import create_resources
 
     with _server("moto.server", "-H", "127.0.0.1", "-p") as endpoint:
         base = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "DATABASE_URL": ctx.database_url}

@@ -1,6 +1,6 @@
 """``make demo``: a new user's whole journey through MYI, end to end, on embedded defaults.
 
-It starts the local runtime (``python -m myi.local``, its own database ``myi_demo`` in the embedded
+It starts the local runtime (``python -m devtools.local``, its own database ``myi_demo`` in the embedded
 PostgreSQL, the AWS emulator) against a fake Spotify with the demo world, signs the demo user in
 through ``/auth/login`` -> authorize -> ``/auth/callback``, writes a multi-year export zip of the
 demo user (every format Spotify has used), uploads it with the presigned POST and follows the
@@ -25,9 +25,9 @@ from typing import Any
 
 import httpx
 
-from myi.devtools import embedded
-from myi.devtools.exports import demo_export
-from myi.fakespotify import FakeSpotify, demo_world
+from devtools import embedded
+from devtools.fakespotify import FakeSpotify, demo_world
+from devtools.synthetic import demo_export
 
 DATABASE = "myi_demo"
 RECORDS = int(os.environ.get("MYI_DEMO_RECORDS") or 120_000)
@@ -51,7 +51,7 @@ def check(response: httpx.Response, expected: int, what: str) -> Any:
 
 @contextmanager
 def local_runtime(database_url: str, fake: FakeSpotify, log_path: Path) -> Iterator[str]:
-    """``python -m myi.local`` as a child process on a free port, its log in ``log_path``."""
+    """``python -m devtools.local`` as a child process on a free port, its log in ``log_path``."""
     port = embedded.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MYI_", "SPOTIFY_"))}
     env.update(
@@ -73,7 +73,7 @@ def local_runtime(database_url: str, fake: FakeSpotify, log_path: Path) -> Itera
     url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "myi.local"],
+            [sys.executable, "-m", "devtools.local"],
             cwd=embedded.REPO_ROOT,
             env=env,
             stdout=log,

@@ -18,14 +18,14 @@ from urllib.parse import urlencode
 
 import psycopg
 
+from devtools.bench import BenchContext, Figure
+from devtools.bench.ingest import YEARS, load_user
+from devtools.local import events
+from devtools.local.resources import create_resources
 from infra.wiring import WIRING
 from myi import db, migrate
 from myi.api.app import build_app
 from myi.auth import sessions
-from myi.devtools.bench import BenchContext, Figure
-from myi.devtools.bench.ingest import YEARS, load_user
-from myi.local import events
-from myi.local.resources import create_resources
 from myi.settings import Settings, get_settings
 
 LARGE = int(os.environ.get("MYI_BENCH_API_PLAYS") or 1_000_000)

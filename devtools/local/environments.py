@@ -35,7 +35,7 @@ from myi import db
 
 # Imported once in the server environments are forked from.
 PRELOAD = [
-    "myi.local.environments",
+    "devtools.local.environments",
     "myi.api.app",
     "myi.auth.routes",
     "myi.sync",

@@ -2,8 +2,8 @@
 
 The layer's runtime dependencies (``[project] dependencies`` of ``pyproject.toml``) are installed
 from wheels for Linux ARM64 and the Lambda runtime's Python (``pip --platform ... --only-binary=:all:
---no-compile``) into ``layers/shared/build/python``, next to the ``myi`` package without what only
-developers use (``devtools``, ``local``, ``fakespotify``). A stamp of the inputs skips the work
+--no-compile``) into ``layers/shared/build/python``, next to the ``myi`` package, copied whole: what only
+developers use lives outside it, in ``devtools``. A stamp of the inputs skips the work
 when nothing changed.
 
 Every version the layer installs is pinned by ``layers/shared/requirements.lock`` (pip
@@ -32,13 +32,13 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO = Path(__file__).resolve().parents[5]
+from devtools.paths import REPO
+
 SOURCE = REPO / "layers" / "shared" / "python" / "myi"
 BUILD = REPO / "layers" / "shared" / "build"
 LOCK = REPO / "layers" / "shared" / "requirements.lock"
 PLATFORM = "manylinux2014_aarch64"  # Lambda's arm64 (the stack's architecture)
 PYTHON_VERSION = "3.13"  # the Lambda runtime python3.13
-DEV_ONLY = ("devtools", "local", "fakespotify")
 
 
 def dependencies() -> list[str]:
@@ -158,7 +158,7 @@ def build(target: Path = BUILD, *, platform: str = PLATFORM, python_version: str
     shutil.copytree(
         SOURCE,
         site / "myi",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *DEV_ONLY),
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
     )
     stamp_file.write_text(stamp)
     return True

@@ -5,7 +5,7 @@ emulator are polled and their messages handed to their consumer in batches, with
 failures and redrive to the dead-letter queues as Lambda does; schedules fire from their
 EventBridge expressions. Every function runs the very same ``functions/<name>/handler.py`` that is
 deployed, in execution environments as Lambda runs it: processes that run one invocation at a
-time each, with their own database connections and module state (:mod:`myi.local.environments`).
+time each, with their own database connections and module state (:mod:`devtools.local.environments`).
 Two control routes drive it from tests and scripts: ``POST /_local/schedules/{rule}`` and
 ``POST /_local/drain``.
 """
@@ -27,23 +27,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from devtools.local import events
+from devtools.local.context import LocalContext
+from devtools.local.environments import Environments, InvocationFailed
+from devtools.local.environments import load_handler as load_handler  # where tests load handlers from
+from devtools.local.schedule import Cron, rate_seconds
+from devtools.paths import REPO as REPO_ROOT
 from infra.wiring import WIRING, Function, Queue, Wiring
 from myi import aws
-from myi.local import events
-from myi.local.context import LocalContext
-from myi.local.environments import Environments, InvocationFailed
-from myi.local.environments import load_handler as load_handler  # where tests load handlers from
-from myi.local.schedule import Cron, rate_seconds
 from myi.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parents[5]
 FAILED_MESSAGE_BACKOFF_S = 1
 CORS_MAX_AGE_S = 600
 
 
 def log_line(text: str) -> None:
     stamp = datetime.now(UTC).strftime("%H:%M:%S")
-    print(f"{stamp} myi.local {text}", file=sys.stderr, flush=True)
+    print(f"{stamp} devtools.local {text}", file=sys.stderr, flush=True)
 
 
 def error_json(code: str, message: str) -> bytes:
@@ -93,7 +93,7 @@ class Runtime:
     # ---- invoking functions -----------------------------------------------------------------
     def environments(self, fn: Function) -> Environments:
         """The execution environments of ``fn``: one per invocation running at once (see
-        :mod:`myi.local.environments`)."""
+        :mod:`devtools.local.environments`)."""
         with self._environments_lock:
             if fn.name not in self._environments:
                 self._environments[fn.name] = Environments(self.functions_dir, fn)

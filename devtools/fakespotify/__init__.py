@@ -1,6 +1,6 @@
 """A fake Spotify (accounts service and Web API over HTTP) for tests and the local runtime."""
 
-from myi.fakespotify.server import FakeSpotify
-from myi.fakespotify.world import World, demo_world
+from devtools.fakespotify.server import FakeSpotify
+from devtools.fakespotify.world import World, demo_world
 
 __all__ = ["FakeSpotify", "World", "demo_world"]
