@@ -41,7 +41,7 @@ PRELOAD = [
     "myi.sync",
     "myi.imports.worker",
     "myi.enrichment",
-    "myi.toplists",
+    "myi.spotify_top",
     "aws_lambda_powertools.utilities.batch",
 ]
 

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from myi import crypto, db, migrate, partitions, stats
+from myi import crypto, db, migrate, partitions
 from myi.observability import logger, tracer
 from myi.settings import get_settings
+from myi.statistics import maintenance
 
 
 @logger.inject_lambda_context
@@ -36,11 +37,11 @@ def _stats(event: dict) -> dict:
     action, user_id = event["stats"], int(event["user_id"])
     with db.connect(get_settings()) as conn:
         if action == "rebuild":
-            stats.rebuild(conn, user_id)
+            maintenance.rebuild(conn, user_id)
             logger.info("statistics rebuilt", extra={"user_id": user_id})
             return {"user_id": user_id, "rebuilt": True}
         if action == "verify":
-            diffs = stats.verify(conn, user_id)
+            diffs = maintenance.verify(conn, user_id)
             return {
                 "user_id": user_id,
                 "exact": not diffs,

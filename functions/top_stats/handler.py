@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from myi import aws, crypto, db, toplists
+from myi import aws, crypto, db, spotify_top
 from myi.auth.tokens import TokenManager
 from myi.dormancy import Dormancy
 from myi.observability import logger, metrics, tracer
@@ -21,10 +21,10 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @db.per_connection
-def _deps(conn: psycopg.Connection[Any]) -> toplists.TopDeps:
+def _deps(conn: psycopg.Connection[Any]) -> spotify_top.TopDeps:
     """The dependencies of this environment's connection, made again when it was replaced."""
     settings = get_settings()
-    return toplists.TopDeps(
+    return spotify_top.TopDeps(
         settings=settings,
         conn=conn,
         sqs=aws.client("sqs", settings),
@@ -34,7 +34,7 @@ def _deps(conn: psycopg.Connection[Any]) -> toplists.TopDeps:
 
 
 def record_handler(record: SQSRecord) -> None:
-    toplists.handle_message(_deps(), record.body)
+    spotify_top.handle_message(_deps(), record.body)
 
 
 @logger.inject_lambda_context
@@ -45,7 +45,7 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         settings = get_settings()
         if Dormancy(settings).dormant():
             return {"users_queued": 0, "dormant": True}
-        queued = toplists.sweep(settings, db.get_connection(settings), aws.client("sqs", settings))
+        queued = spotify_top.sweep(settings, db.get_connection(settings), aws.client("sqs", settings))
         logger.info("top-list sweep done", extra={"users_queued": queued})
         return {"users_queued": queued}
     return process_partial_response(

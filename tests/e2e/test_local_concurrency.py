@@ -25,8 +25,9 @@ from devtools.local.resources import create_resources
 from devtools.local.runtime import Runtime
 from devtools.synthetic import write_extended_zip
 from infra.wiring import Function, Queue, QueueTrigger, Wiring
-from myi import aws, stats
+from myi import aws
 from myi.settings import Settings
+from myi.statistics import maintenance
 from tests.e2e.conftest import print_log_on_failure, runtime_with, session, sign_in
 from tests.fixtures.local_runtime import LocalRuntime
 
@@ -160,7 +161,7 @@ def test_fifty_concurrent_sync_and_import_messages_all_complete_and_verify(
             ).fetchall()
         )
         assert stored == expected
-        inexact = {name: diffs[:3] for name in everyone if (diffs := stats.verify(conn, ids[name]))}
+        inexact = {name: diffs[:3] for name in everyone if (diffs := maintenance.verify(conn, ids[name]))}
         assert inexact == {}
 
 

@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 
 from devtools.local import events
 from infra.wiring import WIRING
-from myi import db
-from myi.api import cursors
+from myi import cursors, db
 from myi.api.app import body_too_deep
 from myi.api.database import connection as api_connection
 from myi.auth import sessions

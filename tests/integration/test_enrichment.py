@@ -12,13 +12,13 @@ import httpx
 import pytest
 
 from devtools.fakespotify import FakeSpotify
-from myi import stats
 from myi.enrichment import enrich
 from myi.ingestion import ingest
 from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
 from myi.ratelimit import RateLimiter
 from myi.settings import Settings
 from myi.spotify.client import Budget, SpotifyClient
+from myi.statistics import maintenance
 from tests.fixtures.plays import make_user
 
 NOW = datetime.now(UTC)
@@ -83,7 +83,7 @@ def test_enrichment_resolves_provisional_artists_and_albums_with_exact_statistic
         ).fetchone()
         == before
     )
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
 
 
 def test_a_rate_limited_lookup_comes_back_after_retry_after_and_is_not_a_failure(

@@ -19,11 +19,11 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from devtools.synthetic import catalog, extended_records, write_json_array
 from infra.wiring import QUEUES
-from myi import stats
 from myi.imports import jobs, worker
 from myi.imports.worker import WorkerDeps, handle_message, sweep
 from myi.ingestion import ingest
 from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
+from myi.statistics import maintenance
 from tests.fixtures.imports import Importer, s3_event
 from tests.fixtures.plays import make_user
 
@@ -116,7 +116,7 @@ def test_values_out_of_range_count_as_invalid_and_the_rest_imports(importer: Imp
         "UNION ALL SELECT name FROM albums) n"
     ).fetchone()
     assert longest is not None and longest[0] == 1_000  # names are kept, shortened
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
 
 
 # Item: a failure nobody planned for ------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_a_failed_import_puts_the_plays_it_merged_back_as_they_were(importer: Im
     assert sweep(later)["stuck_failed"] == 1
     assert jobs.get(db_conn, user, job["id"])["status"] == "failed"
     assert _state(db_conn, user) == before
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
     assert db_conn.execute("SELECT count(*) FROM import_merges").fetchone() == (0,)
 
 
@@ -229,7 +229,7 @@ def test_a_completed_import_keeps_its_merges_and_forgets_what_they_replaced(
     job = importer.upload(user, as_json(records), NAME)
     assert job["status"] == "completed" and job["counts"]["merged"] == 20
     assert db_conn.execute("SELECT count(*) FROM import_merges").fetchone() == (0,)
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
 
 
 # Item: the upload changes after it was checked -------------------------------------------------

@@ -27,11 +27,12 @@ from devtools.synthetic import (
     write_extended_zip,
     write_json_array,
 )
-from myi import db, stats
+from myi import db
 from myi.imports import jobs
 from myi.imports.worker import WorkerDeps, handle_message, sweep
 from myi.ingestion import ingest
 from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
+from myi.statistics import maintenance
 from tests.fixtures.imports import Importer, empty_queue, s3_event, zip_of
 from tests.fixtures.plays import make_user
 
@@ -84,7 +85,7 @@ def test_a_multi_file_export_imports_every_record_exactly_once(importer: Importe
     assert skipped["episode"] >= 2 and skipped["audiobook"] >= 1 and skipped["short_play"] >= 1
     assert job["counts"]["added"] == events(db_conn, user) > 2500
     assert job["counts"]["merged"] == 0
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
 
 
 def test_the_same_file_twice_adds_nothing_the_second_time(importer: Importer, db_conn: Any) -> None:
@@ -97,7 +98,7 @@ def test_the_same_file_twice_adds_nothing_the_second_time(importer: Importer, db
     assert second["counts"]["duplicates"] == first["counts"]["added"] + first["counts"]["duplicates"]
     assert second["counts"]["skipped"] == first["counts"]["skipped"]
     assert events(db_conn, user) == first["counts"]["added"]
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
 
 
 def test_account_data_overlapping_an_extended_history_adds_nothing(importer: Importer, db_conn: Any) -> None:
@@ -111,7 +112,7 @@ def test_account_data_overlapping_an_extended_history_adds_nothing(importer: Imp
     plays = overlap["counts"]["duplicates"] + overlap["counts"]["merged"]
     assert plays + overlap["counts"]["skipped"]["short_play"] == len(account)
     assert events(db_conn, user) == extended["counts"]["added"]
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
 
 
 def test_an_import_after_sync_makes_the_synced_plays_exact(importer: Importer, db_conn: Any) -> None:
@@ -140,7 +141,7 @@ def test_an_import_after_sync_makes_the_synced_plays_exact(importer: Importer, d
         "SELECT bool_or(is_estimated), sum(ms_played) FROM listening_events WHERE user_id = %s", (user,)
     ).fetchone()
     assert row == (False, sum(r["ms_played"] for r in records))
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
 
 
 def test_a_bare_json_file_of_each_format_imports(importer: Importer, db_conn: Any) -> None:
@@ -149,7 +150,7 @@ def test_a_bare_json_file_of_each_format_imports(importer: Importer, db_conn: An
         job = importer.upload(user, sample.read_bytes(), sample.name)
         assert job["status"] == "completed", (sample.name, job["error"])
         assert total(job) == len(json.loads(sample.read_text()))
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
 
 
 def _encrypted(data: bytes) -> bytes:
@@ -416,7 +417,7 @@ def test_a_worker_killed_mid_file_resumes_to_exactly_the_same_result(
     assert resumed["counts"] == reference["counts"]
     assert resumed["progress"]["records_read"] == 40_000 == total(resumed)
     assert events(db_conn, user) == events(db_conn, reference_user)
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
 
 
 def test_the_sweep_fails_stuck_and_abandoned_jobs(importer: Importer, db_conn: Any) -> None:

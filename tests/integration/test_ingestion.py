@@ -6,8 +6,8 @@ from typing import Any
 
 import psycopg
 
-from myi import stats
 from myi.ingestion import IngestResult, ingest
+from myi.statistics import maintenance
 from tests.fixtures.plays import RECENT_FLOOR, account_play, api_play, at, extended_play, make_user
 
 
@@ -20,7 +20,7 @@ def events(conn: psycopg.Connection[Any], user: int) -> list[tuple[Any, ...]]:
 
 
 def assert_exact(conn: psycopg.Connection[Any], user: int) -> None:
-    assert stats.verify(conn, user) == []
+    assert maintenance.verify(conn, user) == []
 
 
 def test_a_sync_batch_adds_plays_with_estimated_durations(
@@ -312,7 +312,7 @@ def test_a_time_zone_change_moves_day_and_hour_buckets(db_conn: psycopg.Connecti
     ingest(db_conn, user, [extended_play(1, when)])
     day = db_conn.execute("SELECT bucket FROM stat_user WHERE user_id = %s AND grain = 2", (user,)).fetchone()
     assert str(day[0]) == "2024-03-31"
-    assert stats.change_timezone(db_conn, user, "Europe/Berlin")
+    assert maintenance.change_timezone(db_conn, user, "Europe/Berlin")
     day = db_conn.execute("SELECT bucket FROM stat_user WHERE user_id = %s AND grain = 2", (user,)).fetchone()
     assert str(day[0]) == "2024-04-01"
     month = db_conn.execute(

@@ -15,9 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from myi import ingestion, partitions, stats
+from myi import ingestion, partitions
 from myi.ingestion import IngestResult, bulk_ingest, ingest
 from myi.plays import Play
+from myi.statistics import maintenance
 from tests.fixtures.plays import BASE, RECENT_FLOOR, account_play, api_play, at, extended_play, make_user
 
 # Offsets chosen so that near-duplicates at the edges of both tolerances occur often.
@@ -80,13 +81,13 @@ def test_random_interleavings_keep_every_statistic_exact(
         result = ingest(db_conn, user, batch)
         assert result.added + result.merged + result.duplicates == len(batch)
         added_total += result.added
-        assert stats.verify(db_conn, user) == []
+        assert maintenance.verify(db_conn, user) == []
     stored = db_conn.execute("SELECT count(*) FROM listening_events WHERE user_id = %s", (user,)).fetchone()
     assert stored == (added_total,)
     # Replaying everything once more adds nothing.
     for batch in sequence:
         assert ingest(db_conn, user, batch).added == 0
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
 
 
 def _rounds(per_round: int, tracks: int, ms: int, spacing: timedelta) -> Callable[[str, int], list[Play]]:
@@ -131,7 +132,7 @@ def _assert_merged_exactly(conn: psycopg.Connection[Any], user: int, plays: int,
         (user,),
     ).fetchone()
     assert rows == (plays, plays * ms, False)
-    assert stats.verify(conn, user) == []
+    assert maintenance.verify(conn, user) == []
 
 
 def test_concurrent_sync_and_import_of_one_user_never_lose_or_double_a_count(
@@ -188,7 +189,7 @@ def test_bulk_ingestion_stores_what_batch_by_batch_ingestion_stores(
                 bulk_total = bulk_total + bulk.result
             for plays in content:
                 ref_total = ref_total + ingest(db_conn, ref_user, plays)
-            assert stats.verify(db_conn, bulk_user) == []
+            assert maintenance.verify(db_conn, bulk_user) == []
     finally:
         ingestion.PENDING_TRACKS = saved
     desc = [
@@ -247,7 +248,7 @@ def test_syncs_of_different_users_hold_the_catalog_lock_together(
     ):
         other.execute("SET lock_timeout = '2s'")
         assert ingest(other, second, [api_play(n, at(60 * n)) for n in range(6)]) == IngestResult(added=6)
-    assert stats.verify(db_conn, first) == [] and stats.verify(db_conn, second) == []
+    assert maintenance.verify(db_conn, first) == [] and maintenance.verify(db_conn, second) == []
 
 
 def test_a_sync_that_moves_an_album_waits_for_the_catalog_lock_alone(
@@ -272,7 +273,7 @@ def test_a_sync_that_moves_an_album_waits_for_the_catalog_lock_alone(
         (moved[0].track.spotify_id,),
     ).fetchone()
     assert album == (f"alb{9:019d}",)
-    assert stats.verify(db_conn, first) == [] and stats.verify(db_conn, second) == []
+    assert maintenance.verify(db_conn, first) == [] and maintenance.verify(db_conn, second) == []
 
 
 def _statistics(conn: psycopg.Connection[Any], user: int) -> list[tuple[Any, ...]]:
@@ -315,7 +316,7 @@ def test_small_batches_store_what_planned_batches_store(
             assert ingest(db_conn, planned, batch) == got
     assert _events(db_conn, small) == _events(db_conn, planned)
     assert _statistics(db_conn, small) == _statistics(db_conn, planned)
-    assert stats.verify(db_conn, small) == [] and stats.verify(db_conn, planned) == []
+    assert maintenance.verify(db_conn, small) == [] and maintenance.verify(db_conn, planned) == []
 
 
 def test_concurrent_sync_and_bulk_import_of_one_user_stay_exact(

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 
 from myi import crypto
-from myi.api.errors import InvalidRequest, RateLimited
 from myi.auth import login, pkce, sessions
 from myi.crypto import KeyRing
+from myi.errors import InvalidRequest, RateLimited
 from myi.observability import logger
 from myi.spotify.accounts import authorize_url
 from tests.fixtures.auth import approve

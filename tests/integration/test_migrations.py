@@ -8,9 +8,10 @@ from typing import Any
 import psycopg
 
 from devtools import embedded
-from myi import migrate, stats, users
+from myi import migrate, users
 from myi.ingestion import ingest
 from myi.plays import AlbumRef, ArtistRef, Play, TrackRef
+from myi.statistics import maintenance
 from tests.fixtures.plays import at, make_user
 
 
@@ -154,7 +155,7 @@ def test_migration_0011_gives_names_of_symbols_their_own_keys(db_conn: psycopg.C
         ).fetchall()
         == before
     )
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
     # the same plays again find the re-keyed rows: no new catalog row, nothing added
     result = ingest(db_conn, user, plays)
     assert result.added == 0

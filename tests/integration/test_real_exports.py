@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from devtools.paths import REAL_EXPORTS as CORPUS
-from myi import stats
+from myi.statistics import maintenance
 from tests.fixtures.imports import Importer
 from tests.fixtures.plays import make_user
 
@@ -211,7 +211,7 @@ def test_a_real_download_imports_exactly_and_a_second_time_as_duplicates(
     }
     first = {uri: normalised(album) if album else None for uri, album in expected.albums.items()}
     assert albums == first  # a URI whose records disagree keeps its first play's album
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
 
     for folder, pattern in PACKAGES[person]:
         again = importer.upload(user, package(person, folder, pattern))
@@ -220,7 +220,7 @@ def test_a_real_download_imports_exactly_and_a_second_time_as_duplicates(
         assert again["counts"]["added"] == again["counts"]["merged"] == 0
         assert again["counts"]["duplicates"] == plays_in_it
     assert stored(db_conn, user) == (plays, ms, tracks)
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
 
 
 def test_albums_named_only_by_symbols_stay_apart(
@@ -259,4 +259,4 @@ def test_albums_named_only_by_symbols_stay_apart(
     assert albums == [("=", "="), ("Wallop", "wallop"), ("÷", "÷")]
     artists = db_conn.execute("SELECT name, name_key FROM artists ORDER BY name").fetchall()
     assert artists == [("!!!", "!!!"), ("Ed Sheeran", "ed sheeran")]
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []

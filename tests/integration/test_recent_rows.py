@@ -9,10 +9,10 @@ from typing import Any
 
 import psycopg
 
-from myi import stats
 from myi.ingestion import USER_LOCK_CLASS, ingest
 from myi.plays import Play
 from myi.settings import Settings
+from myi.statistics import maintenance
 from tests.fixtures.api import ApiClient, signed_in
 from tests.fixtures.plays import extended_play, make_user
 from tests.integration.test_api_routes import assert_ranked, expected_top, walk
@@ -104,21 +104,27 @@ def test_four_weeks_come_from_the_recent_rows_before_and_after_the_floor_moves(
     # Three days on, the floor passes the start of the window above's four weeks: those are
     # answered from the months and edges again, the calendar window still from the recent rows.
     later = now + timedelta(days=3)
-    assert stats.advance_recent(db_conn, now=later) == {"recent_floors_moved": 2, "recent_floors_busy": 0}
-    assert floor_of(db_conn, user) == later - stats.RECENT_SPAN
-    assert stats.verify(db_conn, user) == [] and stats.verify(db_conn, other) == []
+    assert maintenance.advance_recent(db_conn, now=later) == {
+        "recent_floors_moved": 2,
+        "recent_floors_busy": 0,
+    }
+    assert floor_of(db_conn, user) == later - maintenance.RECENT_SPAN
+    assert maintenance.verify(db_conn, user) == [] and maintenance.verify(db_conn, other) == []
     assert recent_rows(db_conn, user) == len(
-        {p.track.name for p in plays if p.played_at >= later - stats.RECENT_SPAN}
+        {p.track.name for p in plays if p.played_at >= later - maintenance.RECENT_SPAN}
     )
     assert_window(api, plays, *four_weeks, range_="4w")
     assert_window(api, plays, lo, hi, **days)
     # A second run the same day has nothing to move.
-    assert stats.advance_recent(db_conn, now=later) == {"recent_floors_moved": 0, "recent_floors_busy": 0}
+    assert maintenance.advance_recent(db_conn, now=later) == {
+        "recent_floors_moved": 0,
+        "recent_floors_busy": 0,
+    }
 
     # Plays ingested afterwards on both sides of the new floor keep every statistic exact.
     more = listening(now, 30, 120, seed=5)
     ingest(db_conn, user, more)
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
     assert_window(api, plays + more, lo, hi, **days)
 
 
@@ -131,7 +137,10 @@ def test_a_user_whose_ingestion_holds_the_lock_is_left_for_the_next_run(
     with psycopg.connect(database_url) as holder, holder.transaction():
         holder.execute("SELECT pg_advisory_xact_lock(%s, %s)", (USER_LOCK_CLASS, user))
         later = datetime.now(UTC) + timedelta(days=2)
-        assert stats.advance_recent(db_conn, now=later) == {"recent_floors_moved": 0, "recent_floors_busy": 1}
+        assert maintenance.advance_recent(db_conn, now=later) == {
+            "recent_floors_moved": 0,
+            "recent_floors_busy": 1,
+        }
     assert floor_of(db_conn, user) == before
-    assert stats.advance_recent(db_conn, now=later)["recent_floors_moved"] == 1
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.advance_recent(db_conn, now=later)["recent_floors_moved"] == 1
+    assert maintenance.verify(db_conn, user) == []

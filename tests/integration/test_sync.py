@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from devtools.fakespotify import FakeSpotify
-from myi import aws, stats
+from myi import aws
 from myi.auth.tokens import TokenManager, store_grant
 from myi.crypto import KeyRing
 from myi.ingestion import USER_LOCK_CLASS
@@ -24,6 +24,7 @@ from myi.ratelimit import RateLimiter
 from myi.settings import Settings
 from myi.spotify.accounts import AccountsClient
 from myi.spotify.client import Budget, SpotifyClient
+from myi.statistics import maintenance
 from myi.sync import SENDERS, SyncDeps, fanout, handle_message, sync_user
 from tests.fixtures.auth import grant_for
 from tests.fixtures.plays import make_user
@@ -128,7 +129,7 @@ def test_a_first_sync_stores_the_latest_page_and_reads_on(deps: SyncDeps, fake_s
         (user,),
     ).fetchone()
     assert estimated == (True, True)
-    assert stats.verify(deps.conn, user) == []
+    assert maintenance.verify(deps.conn, user) == []
 
 
 def test_an_incremental_sync_reads_only_what_is_new(deps: SyncDeps, fake_spotify: FakeSpotify) -> None:
@@ -254,7 +255,7 @@ def test_a_page_that_fails_to_be_stored_is_read_again_though_its_read_on_went_ah
         (user,),
     ).fetchall()
     assert len(shown) == 50 and shown <= {(at, track) for at, track in stored}
-    assert events(deps.conn, user) == 100 and stats.verify(deps.conn, user) == []
+    assert events(deps.conn, user) == 100 and maintenance.verify(deps.conn, user) == []
 
 
 def test_a_page_that_cannot_be_staged_sends_no_read_on(deps: SyncDeps, database_url: str) -> None:

@@ -17,10 +17,10 @@ import psycopg
 import pytest
 
 from devtools.synthetic import catalog, extended_records, write_json_array
-from myi import stats
 from myi.imports import jobs
 from myi.imports.reader import NESTED
 from myi.imports.worker import handle_message
+from myi.statistics import maintenance
 from tests.fixtures.imports import (
     UPLOADS,
     Importer,
@@ -214,17 +214,17 @@ def test_a_forwarded_download_resumes_at_the_same_nested_members(importer: Impor
     assert all(index > NESTED for index in checkpoints[0]["members"])
     assert len({(c["member"], c["record"]) for c in checkpoints}) == len(checkpoints)
     assert outcome(job) == reference
-    assert stats.verify(db_conn, user) == []
+    assert maintenance.verify(db_conn, user) == []
 
 
-STAT_TABLES = [table.name for table in stats.TABLES]
+STAT_TABLES = [table.name for table in maintenance.TABLES]
 
 
 def statistics(conn: psycopg.Connection[Any], user: int) -> dict[str, list[tuple[Any, ...]]]:
     """Every statistic of a user, without the user id: the rows of each stat table (plays or time
     not zero) and the user's stored row counts, plus the plays themselves."""
     out = {}
-    for table in stats.TABLES:
+    for table in maintenance.TABLES:
         keys = ", ".join(table.keys)
         out[table.name] = conn.execute(
             f"SELECT {keys}, plays, ms_played FROM {table.name} "
@@ -275,8 +275,8 @@ def test_a_download_uploaded_in_parts_ends_with_the_statistics_of_the_whole(
     assert len(expected["plays"]) == job["counts"]["added"] and len(expected["stat_hour"]) > 100
     assert statistics(db_conn, parts) == expected
     for user in (whole, parts):
-        assert stats.verify(db_conn, user) == []
-        stats.rebuild(db_conn, user)
+        assert maintenance.verify(db_conn, user) == []
+        maintenance.rebuild(db_conn, user)
     assert statistics(db_conn, parts) == statistics(db_conn, whole) == expected
 
 

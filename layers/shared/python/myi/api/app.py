@@ -18,9 +18,10 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 
-from myi.api import health, imports, me, openapi, spotify_top, stats, sync
-from myi.api.errors import ApiError, Unavailable, error_response
+from myi.api import health, imports, me, openapi, spotify_top, statistics, sync
+from myi.api.errors import error_response, response_for
 from myi.api.session import gate, session_middleware
+from myi.errors import DomainError, Unavailable
 from myi.observability import logger
 
 
@@ -39,7 +40,7 @@ def build_app() -> APIGatewayHttpResolver:
     app.include_router(health.router)
     app.include_router(me.router)
     app.include_router(imports.router)
-    app.include_router(stats.router)
+    app.include_router(statistics.router)
     app.include_router(sync.router)
     app.include_router(spotify_top.router)
 
@@ -92,8 +93,9 @@ def _too_deep(event: Mapping[str, Any]) -> Response[Any] | None:
 
 
 def _cancelled() -> Response[Any]:
-    exc = Unavailable("The database took too long to answer; nothing was changed. Try again shortly.", 5)
-    return error_response(exc.status, exc.code, exc.message, exc.headers)
+    return response_for(
+        Unavailable("The database took too long to answer; nothing was changed. Try again shortly.", 5)
+    )
 
 
 class Resolver(APIGatewayHttpResolver):
@@ -124,9 +126,9 @@ def new_resolver() -> APIGatewayHttpResolver:
     app = Resolver(enable_validation=True)
     app.use(middlewares=[session_middleware])
 
-    @app.exception_handler(ApiError)
-    def handle_api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    @app.exception_handler(DomainError)
+    def handle_domain_error(exc: DomainError) -> Response:
+        return response_for(exc)
 
     @app.exception_handler(RequestValidationError)
     def handle_validation(exc: RequestValidationError) -> Response:

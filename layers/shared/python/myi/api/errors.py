@@ -1,4 +1,5 @@
-"""Domain errors and the one error shape of API.md: ``{"error": {"code", "message"}}``."""
+"""The HTTP face of errors: each domain error's status and code, in one table, and the one error
+shape of API.md, ``{"error": {"code", "message"}}``."""
 
 from __future__ import annotations
 
@@ -7,59 +8,48 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 
-
-class ApiError(Exception):
-    status = 400
-    code = "invalid_request"
-
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.headers = headers or {}
-
-
-class InvalidRequest(ApiError):
-    status, code = 400, "invalid_request"
+from myi.errors import (
+    Conflict,
+    DomainError,
+    InvalidRequest,
+    InvalidState,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+)
 
 
-class Unauthenticated(ApiError):
-    status, code = 401, "unauthenticated"
+class Unauthenticated(DomainError):
+    """No live session: a concern of the HTTP layer alone."""
 
     def __init__(self, message: str = "Sign in first: no live session.") -> None:
         super().__init__(message)
 
 
-class Forbidden(ApiError):
-    status, code = 403, "forbidden"
+class Forbidden(DomainError):
+    """The request came from an origin that may not change anything."""
 
 
-class NotFound(ApiError):
-    status, code = 404, "not_found"
+# The most specific class of an error decides (InvalidState before InvalidRequest).
+STATUSES: dict[type[DomainError], tuple[int, str]] = {
+    InvalidRequest: (400, "invalid_request"),
+    InvalidState: (400, "invalid_state"),
+    Unauthenticated: (401, "unauthenticated"),
+    Forbidden: (403, "forbidden"),
+    NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"),
+    TooLarge: (413, "too_large"),
+    RateLimited: (429, "rate_limited"),
+    Unavailable: (503, "unavailable"),
+}
 
 
-class Conflict(ApiError):
-    status, code = 409, "conflict"
-
-
-class TooLarge(ApiError):
-    status, code = 413, "too_large"
-
-
-class RateLimited(ApiError):
-    status, code = 429, "rate_limited"
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message, headers={"Retry-After": str(max(1, int(retry_after_s)))})
-        self.retry_after_s = retry_after_s
-
-
-class Unavailable(ApiError):
-    """Something MYI depends on failed; nothing was changed and the request may simply be retried."""
-
-    status, code = 503, "unavailable"
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message, headers={"Retry-After": str(max(1, int(retry_after_s)))})
+def status_of(exc: DomainError) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        if cls in STATUSES:
+            return STATUSES[cls]
+    return 400, "invalid_request"
 
 
 def error_body(code: str, message: str) -> str:
@@ -73,3 +63,10 @@ def error_response(status: int, code: str, message: str, headers: dict[str, Any]
         body=error_body(code, message),
         headers=headers or {},
     )
+
+
+def response_for(exc: DomainError) -> Response:
+    """The response of API.md for a domain error, with ``Retry-After`` where retrying can succeed."""
+    status, code = status_of(exc)
+    headers = {} if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
+    return error_response(status, code, exc.message, headers)

@@ -10,14 +10,15 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
-from myi import stats, uploads, users
+from myi import uploads, users
 from myi.api import database
-from myi.api.errors import InvalidRequest, NotFound, RateLimited, Unavailable
 from myi.api.session import current_user
 from myi.auth import sessions
+from myi.errors import InvalidRequest, NotFound, RateLimited, Unavailable
 from myi.observability import logger
 from myi.ratelimit import RateLimiter
 from myi.settings import get_settings
+from myi.statistics import maintenance
 
 router = APIGatewayHttpRouter()
 
@@ -77,8 +78,8 @@ def patch_me(change: MeChange) -> Me:
     user_id = current_user(router)
     conn = database.connection(settings)
     try:
-        stats.valid_database_timezone(conn, change.timezone)
-    except stats.UnknownTimezone:
+        maintenance.valid_database_timezone(conn, change.timezone)
+    except maintenance.UnknownTimezone:
         raise InvalidRequest(f"Invalid parameter timezone: unknown time zone {change.timezone!r}") from None
     # Each change rebuilds every statistic of the user under their lock: a few an hour at most.
     decision = RateLimiter(settings).take(
@@ -89,8 +90,8 @@ def patch_me(change: MeChange) -> Me:
     if not decision.allowed:
         raise RateLimited("The time zone was changed too often; try again later.", decision.retry_after_s)
     try:
-        stats.change_timezone(conn, user_id, change.timezone)
-    except stats.UnknownTimezone:
+        maintenance.change_timezone(conn, user_id, change.timezone)
+    except maintenance.UnknownTimezone:
         raise InvalidRequest(f"Invalid parameter timezone: unknown time zone {change.timezone!r}") from None
     return Me.model_validate(_me(user_id))
 

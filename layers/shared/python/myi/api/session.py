@@ -15,7 +15,7 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from myi.api import database
-from myi.api.errors import Unauthenticated, error_response
+from myi.api.errors import Unauthenticated, error_response, response_for
 from myi.auth import sessions
 from myi.dormancy import Dormancy
 from myi.settings import get_settings
@@ -69,8 +69,7 @@ def gate(app: APIGatewayHttpResolver, event: dict[str, Any]) -> Response[Any] | 
     if method in STATE_CHANGING and origin and str(origin).rstrip("/") not in settings.allowed_origins:
         return error_response(403, "forbidden", "Requests from this origin may not change anything here.")
     if method != "OPTIONS" and _is_user_route(path) and _resolve_session(app, event.get("cookies")) is None:
-        exc = Unauthenticated()
-        return error_response(exc.status, exc.code, exc.message)
+        return response_for(Unauthenticated())
     return None
 
 

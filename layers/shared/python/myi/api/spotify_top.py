@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel
 
-from myi import aws, toplists
+from myi import aws, spotify_top
 from myi.api import database
 from myi.api.errors import InvalidRequest
 from myi.api.session import current_user
@@ -43,11 +43,11 @@ class TopList(BaseModel):
 def get_spotify_top(
     kind: str, term: Annotated[Literal["short_term", "medium_term", "long_term"], Query()] = "medium_term"
 ) -> TopList:
-    if kind not in toplists.KINDS:
+    if kind not in spotify_top.KINDS:
         raise InvalidRequest("Invalid parameter kind: tracks or artists")
     settings = get_settings()
     user_id = current_user(router)
     conn = database.connection(settings)
-    if toplists.is_stale(settings, conn, user_id, kind, term, datetime.now(UTC)):
-        toplists.request(aws.client("sqs", settings), settings, user_id, kind, term)
-    return TopList.model_validate(toplists.read(conn, user_id, kind, term))
+    if spotify_top.is_stale(settings, conn, user_id, kind, term, datetime.now(UTC)):
+        spotify_top.request(aws.client("sqs", settings), settings, user_id, kind, term)
+    return TopList.model_validate(spotify_top.read(conn, user_id, kind, term))

@@ -7,8 +7,8 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel
 
 from myi import aws, sync
-from myi.api.errors import RateLimited
 from myi.api.session import current_user
+from myi.errors import RateLimited
 from myi.ratelimit import RateLimiter
 from myi.settings import get_settings
 

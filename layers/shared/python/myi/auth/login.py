@@ -23,11 +23,11 @@ import psycopg
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
 from myi import crypto, db, users
-from myi.api.errors import ApiError, InvalidRequest, RateLimited
 from myi.auth import pkce, sessions
 from myi.auth.tokens import store_grant
 from myi.crypto import KeyRing
 from myi.dormancy import Dormancy
+from myi.errors import InvalidRequest, InvalidState, RateLimited
 from myi.observability import logger
 from myi.ratelimit import RateLimiter
 from myi.settings import Settings, get_settings
@@ -36,10 +36,6 @@ from myi.spotify.errors import SpotifyAuthError, SpotifyError, SpotifyUnavailabl
 from myi.spotify.webapi import WebApi
 
 BROWSER_COOKIE = "myi_login"
-
-
-class InvalidState(ApiError):
-    status, code = 400, "invalid_state"
 
 
 @dataclass

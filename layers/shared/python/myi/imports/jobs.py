@@ -16,8 +16,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from myi import aws
-from myi.api.errors import InvalidRequest, NotFound, RateLimited, TooLarge
 from myi.db import fetch_all, fetch_one
+from myi.errors import InvalidRequest, NotFound, RateLimited, TooLarge
 from myi.imports.formats import SKIP_REASONS
 from myi.ratelimit import RateLimiter
 from myi.settings import Settings

@@ -40,7 +40,7 @@ from urllib.parse import unquote_plus
 
 import psycopg
 
-from myi import enrichment, stats
+from myi import enrichment
 from myi.imports import jobs
 from myi.imports.formats import is_export_record, normalise
 from myi.imports.reader import (
@@ -56,6 +56,7 @@ from myi.ingestion import BULK_BATCH_SIZE, IngestResult, KnownTracks, bulk_inges
 from myi.observability import logger
 from myi.plays import Play
 from myi.settings import Settings
+from myi.statistics import maintenance
 from myi.uploads import UPLOAD_PREFIX
 
 IMPORT_LOCK_CLASS = 7_001  # pg_try_advisory_lock(class, job) namespaces
@@ -422,7 +423,7 @@ def _fail(deps: WorkerDeps, job: dict[str, Any], error: str) -> None:
         ).rowcount
         conn.execute("DELETE FROM import_merges WHERE import_id = %s", (job["id"],))
     if gone or restored:
-        stats.rebuild(conn, user_id)
+        maintenance.rebuild(conn, user_id)
     logger.warning("import failed", extra={"import_id": str(job["id"]), "user_id": user_id, "error": error})
 
 

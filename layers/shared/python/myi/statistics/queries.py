@@ -20,10 +20,9 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from myi import windows
-from myi.api import cursors
-from myi.api.errors import InvalidRequest, NotFound
+from myi import cursors, windows
 from myi.db import fetch_all, fetch_one
+from myi.errors import InvalidRequest, NotFound
 from myi.settings import get_settings
 from myi.users import first_and_last_played, iso
 from myi.windows import Window

@@ -25,7 +25,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from myi import aws
-from myi.api.errors import InvalidRequest, Unavailable
+from myi.errors import InvalidRequest, Unavailable
 from myi.settings import Settings
 
 MAC_BYTES = 16

@@ -7,8 +7,8 @@ such row is ever left empty), checked and rebuilt with the rest.
 This module recomputes them from ``listening_events`` with plain set-based SQL: the definition every
 incremental change must agree with. Rows whose plays and time are both zero count as absent.
 
-Operators: ``python -m myi.stats verify --user 42`` prints every difference (none: exit 0),
-``python -m myi.stats rebuild --user 42`` recomputes; ``--all`` does every user.
+Operators: ``python -m myi.statistics.maintenance verify --user 42`` prints every difference (none: exit 0),
+``python -m myi.statistics.maintenance rebuild --user 42`` recomputes; ``--all`` does every user.
 """
 
 from __future__ import annotations
@@ -314,7 +314,9 @@ def change_timezone(conn: psycopg.Connection[Any], user_id: int, timezone: str) 
 def main(argv: list[str] | None = None) -> int:
     from myi import db
 
-    parser = argparse.ArgumentParser(prog="python -m myi.stats", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m myi.statistics.maintenance", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("action", choices=("verify", "rebuild"))
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, help="the user's internal id")

@@ -12,10 +12,11 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel, Field
 
-from myi import reports, windows
+from myi import windows
 from myi.api import database
-from myi.api.errors import InvalidRequest
 from myi.api.session import current_user
+from myi.errors import InvalidRequest
+from myi.statistics import queries
 
 router = APIGatewayHttpRouter()
 
@@ -130,8 +131,8 @@ def _ok(model: type[BaseModel]) -> dict[int, OpenAPIResponse]:
 def _json(body: dict[str, Any]) -> Response[str]:
     """The body as it is: its shape is the declared model's by construction (and the tests check
     every route against the document), so long lists skip a second validation; values PostgreSQL
-    already serialised (:class:`myi.reports.RawJson`) are spliced in unchanged."""
-    raw = {key: value for key, value in body.items() if isinstance(value, reports.RawJson)}
+    already serialised (:class:`myi.statistics.queries.RawJson`) are spliced in unchanged."""
+    raw = {key: value for key, value in body.items() if isinstance(value, queries.RawJson)}
     text = json.dumps({k: (f"\0{k}\0" if k in raw else v) for k, v in body.items()}, separators=(",", ":"))
     for key, value in raw.items():
         text = text.replace(json.dumps(f"\0{key}\0"), value, 1)
@@ -139,7 +140,7 @@ def _json(body: dict[str, Any]) -> Response[str]:
 
 
 def _window(user_id: int, range_: str | None, from_: str | None, to: str | None) -> windows.Window:
-    zone = reports.user_zone(database.connection(), user_id)
+    zone = queries.user_zone(database.connection(), user_id)
     try:
         return windows.resolve(range_=range_, from_=from_, to=to, zone=zone, now=datetime.now(UTC))
     except windows.InvalidWindow as exc:
@@ -155,7 +156,7 @@ def _window(user_id: int, range_: str | None, from_: str | None, to: str | None)
 def get_overview(range_: RangeParam = None, from_: FromParam = None, to: ToParam = None):  # a Response
     user_id = current_user(router)
     window = _window(user_id, range_, from_, to)
-    return _json(reports.overview(database.connection(), user_id, window, now=datetime.now(UTC)))
+    return _json(queries.overview(database.connection(), user_id, window, now=datetime.now(UTC)))
 
 
 @router.get(
@@ -175,7 +176,7 @@ def get_top(  # a Response return annotation would enter the generated schema
 ):
     user_id = current_user(router)
     window = _window(user_id, range_, from_, to)
-    page = reports.top(
+    page = queries.top(
         database.connection(), user_id, kind, window, by=by, limit=limit, cursor=cursor, now=datetime.now(UTC)
     )
     return _json(page)
@@ -190,7 +191,7 @@ def get_top(  # a Response return annotation would enter the generated schema
 def get_activity(range_: RangeParam = None, from_: FromParam = None, to: ToParam = None):  # a Response
     user_id = current_user(router)
     window = _window(user_id, range_, from_, to)
-    return _json(reports.activity(database.connection(), user_id, window, now=datetime.now(UTC)))
+    return _json(queries.activity(database.connection(), user_id, window, now=datetime.now(UTC)))
 
 
 @router.get(
@@ -198,4 +199,4 @@ def get_activity(range_: RangeParam = None, from_: FromParam = None, to: ToParam
 )
 def get_history(limit: LimitParam = 20, cursor: CursorParam = None):  # a Response
     user_id = current_user(router)
-    return _json(reports.history(database.connection(), user_id, limit=limit, cursor=cursor))
+    return _json(queries.history(database.connection(), user_id, limit=limit, cursor=cursor))
