@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from myi import aws
+from myi.errors import RateLimited
 from myi.settings import Settings
 
 # (table, window item) -> the units a window ended with, once read: nobody adds to it any more.
@@ -109,6 +110,13 @@ class RateLimiter:
                 return Decision(False, limit, max(1, math.ceil(float(until["N"]) - now)), paused=True)
             return Decision(False, limit, retry_after)
         return Decision(True, int(out["Attributes"]["n"]["N"]), 0)
+
+    def admit(self, key: str, *, limit: int, window_s: int, refusal: str) -> None:
+        """Take one from ``key``'s budget, or refuse with :class:`~myi.errors.RateLimited` saying
+        ``refusal`` and when to try again."""
+        decision = self.take(key, limit=limit, window_s=max(1, window_s))
+        if not decision.allowed:
+            raise RateLimited(refusal, decision.retry_after_s)
 
     @staticmethod
     def _expiry(start: float, window_s: int) -> int:

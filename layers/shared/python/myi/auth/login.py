@@ -27,7 +27,7 @@ from myi.auth import pkce, sessions
 from myi.auth.tokens import store_grant
 from myi.crypto import KeyRing
 from myi.dormancy import Dormancy
-from myi.errors import InvalidRequest, InvalidState, RateLimited
+from myi.errors import InvalidRequest, InvalidState
 from myi.observability import logger
 from myi.ratelimit import RateLimiter
 from myi.settings import Settings, get_settings
@@ -88,11 +88,12 @@ def begin(deps: LoginDeps, *, return_to: str | None, client_ip: str | None) -> S
     if target is None:
         raise InvalidRequest("Invalid parameter return_to: it must be a path on this site, like /stats")
     s = deps.settings
-    decision = deps.limiter.take(
-        f"login:{client_ip or 'unknown'}", limit=s.login_rate_limit, window_s=s.login_rate_window_s
+    deps.limiter.admit(
+        f"login:{client_ip or 'unknown'}",
+        limit=s.login_rate_limit,
+        window_s=s.login_rate_window_s,
+        refusal="Too many sign-in attempts from here; try again shortly.",
     )
-    if not decision.allowed:
-        raise RateLimited("Too many sign-in attempts from here; try again shortly.", decision.retry_after_s)
     verifier, state, browser = pkce.new_verifier(), pkce.new_state(), pkce.new_browser_binding()
     deps.states.put(state, pkce.LoginState(verifier=verifier, return_to=target), browser=browser)
     location = authorize_url(

@@ -103,13 +103,12 @@ def _admit(conn: psycopg.Connection[Any], settings: Settings, user_id: int, now:
         raise RateLimited(
             "An import of yours is still running; start the next one when it ends.", RUNNING_RETRY_S
         )
-    decision = RateLimiter(settings).take(
+    RateLimiter(settings).admit(
         f"import-create:{user_id}",
         limit=settings.import_create_limit,
-        window_s=max(1, settings.import_create_window_s),
+        window_s=settings.import_create_window_s,
+        refusal="Too many imports were started; try again later.",
     )
-    if not decision.allowed:
-        raise RateLimited("Too many imports were started; try again later.", decision.retry_after_s)
 
 
 def document(row: dict[str, Any]) -> dict[str, Any]:
