@@ -8,6 +8,11 @@ The key is ``CURSOR_KEY`` when set; otherwise a random 32-byte key kept in the s
 ``cursor-key``), written once by whichever function instance needs it first (a conditional put, so
 all instances agree) and cached per process. Replacing the key only ends the cursors in flight:
 their lists answer 400 and the client starts again from the first page.
+
+:func:`encode` and :func:`decode` are the codec the lists use: a JSON object, sealed with the
+settings of this execution environment. Instants travel as integer microseconds since the Unix epoch
+(:func:`to_microseconds`); :func:`instant` reads one back, refusing any outside ``EARLIEST`` to
+``LATEST``. Whatever a cursor cannot be is refused with :class:`~myi.errors.InvalidRequest`.
 """
 
 from __future__ import annotations
@@ -20,15 +25,24 @@ import hmac
 import json
 import os
 import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from myi import aws
 from myi.errors import InvalidRequest, Unavailable
-from myi.settings import Settings
+from myi.settings import Settings, get_settings
+from myi.windows import EPOCH
 
 MAC_BYTES = 16
+REFUSED = "Invalid parameter cursor: pass back the value of next unchanged."
+# The instants a cursor may carry: a sealed cursor only holds instants MYI wrote, and these bounds
+# keep every date computed from them (a month on, a day before) representable.
+EARLIEST = EPOCH
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _ITEM = "cursor-key"
 _keys: dict[tuple[str | None, str], bytes] = {}
 _lock = threading.Lock()
@@ -79,7 +93,7 @@ def seal(settings: Settings, list_name: str, user_id: int, payload: Any) -> str:
 
 def unseal(settings: Settings, list_name: str, user_id: int, cursor: str) -> Any:
     """The payload of a cursor :func:`seal` made for this list and user; anything else is 400."""
-    refused = InvalidRequest("Invalid parameter cursor: pass back the value of next unchanged.")
+    refused = InvalidRequest(REFUSED)
     try:
         data = base64.urlsafe_b64decode(cursor.encode("ascii") + b"=" * (-len(cursor) % 4))
     except (ValueError, binascii.Error, UnicodeError):
@@ -91,3 +105,49 @@ def unseal(settings: Settings, list_name: str, user_id: int, cursor: str) -> Any
         return json.loads(raw)
     except ValueError:  # not from MYI after all
         raise refused from None
+
+
+# --- the codec of the lists ------------------------------------------------------------------------
+
+
+def encode(list_name: str, user_id: int, payload: Mapping[str, Any], settings: Settings | None = None) -> str:
+    """The cursor of ``payload`` (a JSON object) for ``user_id``'s list ``list_name``."""
+    return seal(settings or get_settings(), list_name, user_id, dict(payload))
+
+
+def decode(list_name: str, user_id: int, cursor: str, settings: Settings | None = None) -> dict[str, Any]:
+    """The payload of a cursor :func:`encode` made for this list and user: anything else, or a
+    payload that is not an object, is :class:`InvalidRequest`."""
+    value = unseal(settings or get_settings(), list_name, user_id, cursor)
+    if not isinstance(value, dict):
+        raise InvalidRequest(REFUSED)
+    return value
+
+
+def to_microseconds(at: datetime | None) -> int | None:
+    """``at`` (an aware datetime) as integer microseconds since the Unix epoch; None stays None."""
+    return None if at is None else (at - EPOCH) // _MICROSECOND
+
+
+def from_microseconds(value: Any) -> datetime | None:
+    """The instant :func:`to_microseconds` wrote (None stays None); anything but an integer, or an
+    instant outside ``EARLIEST`` to ``LATEST``, is :class:`InvalidRequest`."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidRequest(REFUSED)
+    try:
+        at = EPOCH + value * _MICROSECOND
+    except OverflowError:
+        raise InvalidRequest(REFUSED) from None
+    if not EARLIEST <= at <= LATEST:
+        raise InvalidRequest(REFUSED)
+    return at
+
+
+def instant(value: Any) -> datetime:
+    """A required instant of a cursor (see :func:`from_microseconds`): None is refused too."""
+    at = from_microseconds(value)
+    if at is None:
+        raise InvalidRequest(REFUSED)
+    return at

@@ -115,10 +115,18 @@ def months(start: datetime, end: datetime, zone: ZoneInfo) -> Buckets:
     first = date(local.year, local.month, 1)
     if local_midnight(first, zone) < start:
         first = next_month(first)
-    stop = first
-    while local_midnight(next_month(stop), zone) <= end:
-        stop = next_month(stop)
-    return _buckets(first, stop, start, end, zone)
+    # The latest month that begins by the end: the end's own, unless its first midnight came after
+    # the end (a daylight-saving change at midnight), then the one before. Found at once, not by
+    # walking from the first month (seven thousand years of months for the widest window).
+    last = end.astimezone(zone)
+    stop = date(last.year, last.month, 1)
+    if local_midnight(stop, zone) > end:
+        stop = _previous_month(stop)
+    return _buckets(first, max(first, stop), start, end, zone)
+
+
+def _previous_month(day: date) -> date:
+    return date(day.year - (day.month == 1), (day.month - 2) % 12 + 1, 1)
 
 
 def days(start: datetime, end: datetime, zone: ZoneInfo) -> Buckets:

@@ -23,7 +23,6 @@ import psycopg
 from myi import cursors, windows
 from myi.db import fetch_all, fetch_one
 from myi.errors import InvalidRequest, NotFound
-from myi.settings import get_settings
 from myi.users import first_and_last_played, iso
 from myi.windows import Window
 
@@ -310,45 +309,7 @@ def _overview_all(conn: psycopg.Connection[Any], user_id: int) -> dict[str, Any]
 
 
 # --- cursors -------------------------------------------------------------------------------------
-
-
-def _encode(list_name: str, user_id: int, payload: dict[str, Any]) -> str:
-    return cursors.seal(get_settings(), list_name, user_id, payload)
-
-
-def _decode(list_name: str, user_id: int, cursor: str) -> dict[str, Any]:
-    value = cursors.unseal(get_settings(), list_name, user_id, cursor)
-    if not isinstance(value, dict):
-        raise InvalidRequest("Invalid parameter cursor: pass back the value of next unchanged.")
-    return value
-
-
-# The instants a cursor may carry: a signed cursor only holds instants MYI wrote, and these bounds
-# keep every date computed from them (a month on, a day before) representable.
-_EARLIEST = windows.EPOCH
-_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
-
-
-def _instant(value: Any) -> datetime:
-    at = _from_us(value)
-    if at is None or not _EARLIEST <= at <= _LATEST:
-        raise ValueError(value)
-    return at
-
-
-def _us(ts: datetime | None) -> int | None:
-    return None if ts is None else (ts - windows.EPOCH) // _MICROSECOND
-
-
-def _from_us(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(value)
-    return windows.EPOCH + value * _MICROSECOND
-
-
-_MICROSECOND = timedelta(microseconds=1)
+# The codec (signed, scoped to the list and the user, instants as microseconds) is myi.cursors.
 
 
 def _keyset(first: str, second: str, key: str) -> str:
@@ -381,7 +342,7 @@ def top(
     rank = 0
     params: dict[str, Any] = {"user": user_id, "limit": limit + 1}
     if cursor:
-        c = _decode("top", user_id, cursor)
+        c = cursors.decode("top", user_id, cursor)
         try:
             if c.get("kind") != kind or c.get("by") != by:
                 raise ValueError(cursor)
@@ -394,7 +355,7 @@ def top(
                 raise ValueError(cursor)
             start = end = None
             if bounds != [None, None]:
-                start, end = _instant(bounds[0]), _instant(bounds[1])
+                start, end = cursors.instant(bounds[0]), cursors.instant(bounds[1])
                 if start >= end:
                     raise ValueError(cursor)
         except (KeyError, ValueError, TypeError, IndexError, OverflowError) as exc:
@@ -463,7 +424,7 @@ def top(
     nxt = None
     if more:
         last = rows[-1]
-        nxt = _encode(
+        nxt = cursors.encode(
             "top",
             user_id,
             {
@@ -471,7 +432,7 @@ def top(
                 "by": by,
                 "rank": rank + len(rows),
                 "key": [int(last[first]), int(last[second]), int(last["id"])],
-                "window": [_us(window.start), _us(window.end)],
+                "window": [cursors.to_microseconds(window.start), cursors.to_microseconds(window.end)],
             },
         )
     return {"window": _echo(conn, user_id, window, now), "by": by, "items": items, "next": nxt}
@@ -552,12 +513,12 @@ def history(conn: psycopg.Connection[Any], user_id: int, *, limit: int, cursor: 
     params: dict[str, Any] = {"user": user_id, "limit": limit + 1}
     keyset = ""
     if cursor:
-        c = _decode("history", user_id, cursor)
+        c = cursors.decode("history", user_id, cursor)
         try:
-            params["c_at"] = _instant(c["at"])
+            params["c_at"] = cursors.instant(c["at"])
             params["c_track"] = int(c["track"])
         except (KeyError, ValueError, TypeError, OverflowError) as exc:
-            raise InvalidRequest("Invalid parameter cursor: pass back the value of next unchanged.") from exc
+            raise InvalidRequest(cursors.REFUSED) from exc
         keyset = "AND e.played_at <= %(c_at)s AND (e.played_at, e.track_id) < (%(c_at)s, %(c_track)s)"
     params["floor"] = _history_floor(conn, user_id, params.get("c_at"), limit + 1)
     rows = fetch_all(
@@ -601,7 +562,11 @@ def history(conn: psycopg.Connection[Any], user_id: int, *, limit: int, cursor: 
         for r in rows
     ]
     nxt = (
-        _encode("history", user_id, {"at": _us(rows[-1]["played_at"]), "track": int(rows[-1]["track_id"])})
+        cursors.encode(
+            "history",
+            user_id,
+            {"at": cursors.to_microseconds(rows[-1]["played_at"]), "track": int(rows[-1]["track_id"])},
+        )
         if more
         else None
     )
