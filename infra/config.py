@@ -22,6 +22,11 @@ that deploy. Two profiles set the cost-shaped defaults; every value can still be
 | ``publish_web`` | ``false`` | | publish ``web/`` to S3 behind CloudFront (then the SPA's origin) |
 | ``alarms_per_function`` | ``false`` | ``true`` | alarms per function, or one over the account's |
 | ``alarm_topic_key`` | ``false`` | ``true`` | encrypt the alarm topic with a customer managed KMS key |
+| ``api_reserved_concurrency`` | none | | reserved concurrency of each HTTP API function (api, auth) |
+
+``api_reserved_concurrency`` is opt-in: Lambda refuses a reservation that leaves the account fewer
+than 10 unreserved concurrent executions, and a new account's quota can be 10, so reserving by default
+would break the first deploy. Sizing: "Reserved concurrency" in docs/operations.md.
 
 ``AURORA_VERSION`` is the newest Aurora PostgreSQL 16 release that both aws-cdk-lib and cfn-lint know
 and that cfn-lint does not list as deprecated: the major version the tests run on (the embedded
@@ -82,6 +87,8 @@ class Config:
     alarms_per_function: bool
     alarm_topic_key: bool
     sync_max_interval_s: int  # SYNC_MAX_INTERVAL_SECONDS of every function
+    # Reserved concurrent executions of each function behind the HTTP API (api, auth); None: none.
+    api_reserved_concurrency: int | None = None
 
     @property
     def production(self) -> bool:
@@ -147,6 +154,19 @@ def _flag(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
+def _reservation(value: Any) -> int | None:
+    """``api_reserved_concurrency``: unset (None) or a positive whole number."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"api_reserved_concurrency must be a whole number of at least 1 (leave it unset to reserve "
+            f"none), not {value!r}"
+        )
+    return int(text)
+
+
 def from_context(scope: Construct) -> Config:
     def ctx(key: str, default: Any = None) -> Any:
         value = scope.node.try_get_context(key)
@@ -195,6 +215,7 @@ def from_context(scope: Construct) -> Config:
         alarms_per_function=_flag(ctx("alarms_per_function", shape["alarms_per_function"])),
         alarm_topic_key=_flag(ctx("alarm_topic_key", shape["alarm_topic_key"])),
         sync_max_interval_s=int(ctx("sync_max_interval_s", shape["sync_max_interval_s"])),
+        api_reserved_concurrency=_reservation(ctx("api_reserved_concurrency")),
         schedules=(
             {"sync-fanout": str(ctx("sync_fanout_schedule", shape["sync_fanout_schedule"]))}
             if ctx("sync_fanout_schedule", shape.get("sync_fanout_schedule"))

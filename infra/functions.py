@@ -210,9 +210,16 @@ class Functions(Construct):
             vpc=network.vpc,
             vpc_subnets=network.function_subnets,
             security_groups=[network.function_sg],
-            reserved_concurrent_executions=spec.reserved_concurrency,
+            reserved_concurrent_executions=self._reserved_concurrency(spec),
         )
         return Deployed(spec, fn, role, log_group)
+
+    def _reserved_concurrency(self, spec: Function) -> int | None:
+        """The wiring's reservation; for the functions behind the HTTP API (api, auth), the
+        operator's opt-in ``api_reserved_concurrency`` when set (infra/config.py)."""
+        if spec.routes and self._config.api_reserved_concurrency is not None:
+            return self._config.api_reserved_concurrency
+        return spec.reserved_concurrency
 
     def _grant(self, spec: Function, role: iam.Role, env: dict[str, str]) -> dict[str, str]:
         """Turn each entry of ``access`` into the narrowest grant and the settings that name it."""

@@ -236,3 +236,33 @@ def test_the_layer_ships_exactly_the_locked_versions_and_the_lock_fits_the_requi
     assert build_layer.unsatisfied() == ["ijson>=99 (locked: 3.6.0)"]
     with pytest.raises(SystemExit, match=r"does not fit pyproject\.toml"):
         build_layer.build(tmp_path / "never")
+
+
+def test_the_layer_ships_the_rds_ca_bundle_where_myi_db_looks_for_it(
+    interpreter: str, host_layer: Path, tmp_path: Path
+) -> None:
+    """The functions verify the database against ``myi/certs/rds-ca-bundle.pem`` (``myi.db``):
+    the layer carries it, unchanged, and ``myi.db`` run from the layer alone finds it there."""
+    source = build_layer.SOURCE / "certs" / "rds-ca-bundle.pem"
+    shipped = host_layer / "myi" / "certs" / "rds-ca-bundle.pem"
+    assert shipped.is_file(), "the layer has no RDS CA bundle"
+    assert shipped.read_bytes() == source.read_bytes()
+    done = subprocess.run(
+        [
+            interpreter,
+            "-I",
+            "-S",
+            "-B",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); import myi.db; print(myi.db.RDS_CA_BUNDLE)",
+            str(host_layer),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=lambda_env(WIRING.functions[0], tmp_path),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == shipped.resolve()

@@ -374,3 +374,53 @@ def test_every_function_knows_the_sync_cadences_bounds_and_the_fanouts_period(
             continue  # CDK's own helper functions
         assert env["SYNC_MAX_INTERVAL_SECONDS"] == "3600"
         assert env["SYNC_FANOUT_PERIOD_SECONDS"] == ("3600" if profile == "personal" else "900")
+
+
+def test_api_reserved_concurrency_is_opt_in_and_reserves_for_the_api_and_auth_functions_only(
+    synthesised: tuple[str, Template, Path], layer_dir: Path, tmp_path: Path
+) -> None:
+    """A new account's concurrency quota can be 10, and Lambda keeps 10 unreserved: the default
+    reserves nothing. ``-c api_reserved_concurrency=N`` reserves N for each of api and auth, and the
+    template still passes cfn-lint."""
+
+    def reservations(template: Template) -> dict[str, Any]:
+        return {
+            props["Properties"]["FunctionName"]: props["Properties"].get("ReservedConcurrentExecutions")
+            for props in resources(template, "AWS::Lambda::Function").values()
+            if str(props["Properties"].get("FunctionName", "")).startswith("myi-test-")
+        }
+
+    profile, default, _ = synthesised
+    assert reservations(default) == {
+        f"myi-test-{fn.kebab}": fn.reserved_concurrency for fn in WIRING.functions
+    }
+    assert reservations(default)["myi-test-api"] is None and reservations(default)["myi-test-auth"] is None
+
+    app = App(
+        context={
+            "profile": profile,
+            "stage": "test",
+            "layer_dir": str(layer_dir),
+            "api_reserved_concurrency": "7",
+        },
+        outdir=str(tmp_path),
+    )
+    stack = build(app)
+    app.synth()
+    (linted,) = lint.templates(tmp_path)
+    assert lint.unaccepted(lint.lint(linted), lint.accepted()) == []
+    reserved = reservations(Template.from_stack(stack))
+    assert reserved.pop("myi-test-api") == 7 and reserved.pop("myi-test-auth") == 7
+    # every other function as the wiring has it
+    assert reserved == {
+        f"myi-test-{fn.kebab}": fn.reserved_concurrency for fn in WIRING.functions if not fn.routes
+    }
+
+    def config(value: Any) -> Any:
+        return from_context(App(context={"stage": "test", "api_reserved_concurrency": value}))
+
+    assert config(None).api_reserved_concurrency is None
+    assert config(12).api_reserved_concurrency == 12  # cdk.json's number
+    for wrong in ("0", "-1", "ten", "2.5", True):
+        with pytest.raises(ValueError, match="api_reserved_concurrency"):
+            config(wrong)

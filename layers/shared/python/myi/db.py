@@ -5,9 +5,14 @@ Where the connection comes from, in order:
 1. ``DATABASE_URL`` (local runs and tests; the local runtime and the test suite start an embedded
    PostgreSQL and set it).
 2. ``DB_HOST`` with ``DB_IAM_AUTH=true``: an IAM authentication token is generated for ``DB_USER``
-   (RDS Proxy in the ``scale`` profile, the Aurora writer directly in ``personal``), TLS required.
+   (RDS Proxy in the ``scale`` profile, the Aurora writer directly in ``personal``).
 3. ``DB_HOST`` with ``DB_SECRET_ARN``: user name and password from the Secrets Manager secret that
-   Aurora rotates, TLS required.
+   Aurora rotates.
+
+Both ``DB_HOST`` ways use TLS with ``sslmode=verify-full``: the server's certificate must chain to a
+certificate authority of :data:`RDS_CA_BUNDLE` (Amazon RDS's, and the Amazon Trust Services roots of
+RDS Proxy's certificates; shipped with the package, written by ``make rds-ca``) and name ``DB_HOST``,
+so the IAM token or the password goes to nobody but the database.
 
 Connections use ``prepare_threshold=None`` (RDS Proxy pins sessions that prepare statements), a short
 connect timeout and explicit transactions (``autocommit=True``; use ``with conn.transaction():``).
@@ -26,6 +31,7 @@ import select
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -35,6 +41,9 @@ from myi import aws
 from myi.settings import Settings, SettingsError, get_settings
 
 _local = threading.local()
+
+# The certificate authorities a ``DB_HOST`` server's certificate must chain to (devtools/rds_ca.py).
+RDS_CA_BUNDLE = Path(__file__).resolve().parent / "certs" / "rds-ca-bundle.pem"
 
 T = TypeVar("T")
 
@@ -49,7 +58,8 @@ def conninfo(settings: Settings) -> dict[str, Any]:
         "host": settings.db_host,
         "port": settings.db_port,
         "dbname": settings.db_name,
-        "sslmode": "require",
+        "sslmode": "verify-full",
+        "sslrootcert": str(RDS_CA_BUNDLE),
     }
     if settings.db_iam_auth:
         rds = aws.client("rds", settings)
