@@ -1,7 +1,9 @@
 """An SQS endpoint that accepts every ``SendMessage`` and ``SendMessageBatch`` at once and keeps
 nothing (used by the sync benchmark, in a process of its own, to measure the fan-out and the sync
 worker where the queue is not the bound: ``python -m devtools.bench._instant_sqs PORT``). It
-speaks the JSON protocol botocore uses for SQS; any other operation is answered with an error."""
+speaks the JSON protocol boto3's SQS client uses (botocore 1.44, as installed here: a POST of
+``application/x-amz-json-1.0`` naming the operation in ``X-Amz-Target``, ``AmazonSQS.<Operation>``);
+any other operation is answered with an error, as SQS answers one it does not know."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ more than MYI, whose side is one statement per page of ``SYNC_FANOUT_PAGE_SIZE``
 users selected and claimed, page by page, as the fan-out does before it sends; and
 ``fanout_instant_users_per_s`` is the whole fan-out of those 100,000 users into an SQS endpoint
 that accepts every message at once (``_instant_sqs``), with ``fanout_cpu_ms_per_send``, the CPU
-time this process spends per ``SendMessageBatch`` (the HTTP request and its signature, mostly):
-what bounds the fan-out when the queue does not. The fan-out sends through
-:class:`myi.aws.QueueBatchSender`, as the function does.
+time this process spends per ``SendMessageBatch`` (botocore's serialising, signing and parsing,
+and the HTTP request): what bounds the fan-out when the queue does not. The fan-out sends through
+an SQS client made by :func:`myi.aws.client`, configured as the function's.
 ``sync_worker_ms_per_user``: the median time of one user's sync (50 new plays,
 against the local fake Spotify), beside ``sync_worker_spotify_ms_per_user``, the part of it spent
 in the Spotify call (the shared budget's DynamoDB calls included): the rest is MYI.
@@ -46,16 +46,14 @@ import boto3
 import httpx
 import psycopg
 from botocore.config import Config
-from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError
 
 from devtools.bench import BenchContext, Figure, stopwatch
 from devtools.embedded import free_port
 from devtools.fakespotify import FakeSpotify, World
-from myi import migrate
+from myi import aws, migrate
 from myi.auth import pkce
 from myi.auth.tokens import TokenManager, store_grant
-from myi.aws import QueueBatchSender
 from myi.crypto import KeyRing
 from myi.ratelimit import RateLimiter
 from myi.settings import Settings
@@ -130,16 +128,13 @@ def _sqs_client(settings: Settings, endpoint: str) -> Any:
     )
 
 
-def _sender(settings: Settings, endpoint: str) -> QueueBatchSender:
-    """The fan-out's sender for ``endpoint``, as patient as :func:`_sqs_client` with the emulator."""
-    return QueueBatchSender(settings.region, endpoint, Credentials("testing", "testing"), read_timeout=60)
-
-
 def _fanout_instant(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[Figure]:
     """The fan-out of ``CLAIM_USERS`` users into an endpoint that accepts every message at once:
-    its rate, and the CPU time this process spends per ``SendMessageBatch``."""
+    its rate, and the CPU time this process spends per ``SendMessageBatch``, through the client the
+    function uses (:func:`myi.aws.client`, its configuration and the environment's credentials)."""
     with _server("devtools.bench._instant_sqs") as endpoint:
-        seconds, cpu = _fanout_of(settings, conn, _sender(settings, endpoint), f"{endpoint}/q", CLAIM_USERS)
+        sqs = aws.client("sqs", settings.replace(aws_endpoint_url=endpoint))
+        seconds, cpu = _fanout_of(settings, conn, sqs, f"{endpoint}/q", CLAIM_USERS)
     yield Figure("fanout_instant_users_per_s", CLAIM_USERS / seconds, "users/s")
     yield Figure("fanout_cpu_ms_per_send", cpu * 1000 / ((CLAIM_USERS + 9) // 10), "ms")
 
@@ -172,7 +167,8 @@ def _server(module: str, *args: str) -> Iterator[str]:
 
 
 def _fanout_into(settings: Settings, conn: psycopg.Connection[Any], endpoint: str) -> Iterator[Figure]:
-    sqs, sender = _sqs_client(settings, endpoint), _sender(settings, endpoint)
+    # The fan-out's client of its own, its pool kept for its senders (the drainers use the other).
+    sqs, sender = _sqs_client(settings, endpoint), _sqs_client(settings, endpoint)
     with _drained_queue(sqs) as queue:
         seconds, _ = _fanout_of(settings, conn, sender, queue, FANOUT_USERS)
     yield Figure("fanout_users_per_s", FANOUT_USERS / seconds, "users/s")

@@ -21,7 +21,7 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     if dormancy.dormant():
         return {"enqueued": 0, "dormant": True}
     conn = db.get_connection(settings)
-    enqueued = fanout(settings, conn, aws.queue_batch_sender(settings))
+    enqueued = fanout(settings, conn, aws.client("sqs", settings))
     metrics.add_metric(name="SyncUsersEnqueued", unit="Count", value=enqueued)
     dormancy.keep_awake(active_until(settings, conn) or datetime.now(UTC))
     return {"enqueued": enqueued}

@@ -367,46 +367,6 @@ def test_fanout_sends_every_page_with_a_connection_per_sender(deps: SyncDeps) ->
     assert deps.sqs.meta.config.max_pool_connections >= SENDERS
 
 
-def test_the_batch_sender_sends_as_the_client_does(deps: SyncDeps) -> None:
-    sender = aws.queue_batch_sender(deps.settings)
-    url = deps.settings.sync_queue_url
-    entries = [
-        {"Id": str(i), "MessageBody": json.dumps({"user_id": i, "n\u00e4me": "\u266a"})} for i in range(10)
-    ]
-    out = sender.send_message_batch(QueueUrl=url, Entries=entries)
-    assert sorted(int(m["Id"]) for m in out["Successful"]) == list(range(10)) and out["Failed"] == []
-    assert sorted(m["user_id"] for m in queued(deps)) == list(range(10))
-    delayed = sender.send_message_batch(
-        QueueUrl=url, Entries=[{"Id": "x", "MessageBody": "{}", "DelaySeconds": 900}]
-    )
-    assert len(delayed["Successful"]) == 1
-    attributes = deps.sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
-    )
-    assert attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"
-
-
-def test_the_batch_sender_raises_what_sqs_refuses(deps: SyncDeps) -> None:
-    sender = aws.queue_batch_sender(deps.settings)
-    missing = deps.settings.sync_queue_url + "-missing"
-    with pytest.raises(ClientError) as refused:
-        sender.send_message_batch(QueueUrl=missing, Entries=[{"Id": "1", "MessageBody": "{}"}])
-    assert refused.value.response["Error"]["Code"] == "QueueDoesNotExist"
-    with pytest.raises(ClientError):  # eleven entries: more than a batch may hold
-        sender.send_message_batch(
-            QueueUrl=deps.settings.sync_queue_url,
-            Entries=[{"Id": str(i), "MessageBody": "{}"} for i in range(11)],
-        )
-    assert queued(deps) == []
-
-
-def test_the_fanout_sends_through_the_batch_sender(deps: SyncDeps) -> None:
-    users = due_users(deps, 23, "sender")
-    settings = deps.settings.replace(sync_fanout_page_size=7)
-    assert fanout(settings, deps.conn, aws.queue_batch_sender(settings), rng=Lowest()) == 23
-    assert sorted(m["user_id"] for m in queued(deps)) == users
-
-
 class Refusing:
     """The emulator's SQS, with SendMessageBatch refusing the entries of ``refused`` (as SQS
     reports entries it did not take) and failing outright, with ``failure`` or else an AWS error,
@@ -458,6 +418,30 @@ def test_fanout_releases_users_whose_messages_were_refused(deps: SyncDeps) -> No
     # Not left claimed until the cooldown passes: the next fan-out sends them, and only them.
     assert fanout(deps.settings, deps.conn, deps.sqs, rng=Lowest()) == 2
     assert sorted(m["user_id"] for m in queued(deps)) == sorted(refused)
+
+
+def test_a_call_the_queue_refuses_stops_the_fanout_and_releases_its_users(deps: SyncDeps) -> None:
+    users = due_users(deps, 12, "missing")
+    missing = deps.settings.replace(sync_queue_url=deps.settings.sync_queue_url + "-missing")
+    with pytest.raises(ClientError):  # raised by the client itself: no such queue
+        fanout(missing, deps.conn, deps.sqs, rng=Lowest())
+    assert fanout(deps.settings, deps.conn, deps.sqs, rng=Lowest()) == 12
+    assert sorted(m["user_id"] for m in queued(deps)) == users
+
+
+def test_the_fanouts_delays_reach_the_queue(deps: SyncDeps) -> None:
+    due_users(deps, 3, "delayed")
+    settings = deps.settings.replace(sync_max_delay_s=900)
+
+    class Highest(random.Random):
+        def randint(self, a: int, b: int) -> int:
+            return b
+
+    assert fanout(settings, deps.conn, deps.sqs, rng=Highest()) == 3
+    attributes = deps.sqs.get_queue_attributes(
+        QueueUrl=settings.sync_queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )
+    assert attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "3"
 
 
 @pytest.mark.parametrize(

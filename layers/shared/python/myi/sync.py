@@ -55,8 +55,11 @@ MAX_SQS_DELAY_S = 900
 # SQS's redelivery of a message whose worker died) or a worker's own delayed message.
 CLAIM_S = 900
 PROFILE_MAX_AGE = timedelta(days=1)
-# The fan-out's SendMessageBatch calls in flight: at 10 to 20 ms each, 32 send 100,000 users in
-# a few seconds. (The AWS clients' connection pools hold as many: see myi.aws.)
+# The fan-out's SendMessageBatch calls in flight, threads sharing one SQS client (boto3's clients
+# are thread-safe for calls). Each call costs about a millisecond of this process's CPU (botocore's
+# serialising, signing and parsing, under the interpreter's lock) and waits 10 to 20 ms for SQS,
+# so some 20 in flight keep that CPU busy; 32 leave room for SQS's slower answers. (The AWS
+# clients' connection pools hold as many: see myi.aws.)
 SENDERS = 32
 
 
@@ -352,8 +355,11 @@ def fanout(
     how many. A user whose message was not sent (an entry the queue refused, or a call that
     failed) is released at once, due for the next fan-out instead of waiting out the claim. A
     failed call (of whatever kind) stops the fan-out: its page, and the next one (claimed, not
-    sent), are released and its error is raised. ``sqs`` is anything with the SQS client's
-    ``send_message_batch``; the function sends through :class:`myi.aws.QueueBatchSender`."""
+    sent), are released and its error is raised. ``sqs`` is the SQS client (the function's is
+    ``myi.aws.client("sqs")``, shared by the ``SENDERS`` threads and retrying throttling, 5xx
+    answers and connection failures itself) or anything with its ``send_message_batch``. A message
+    sent twice (a retried call SQS had in fact taken) is harmless: the worker syncs from the user's
+    cursor."""
     now = now or datetime.now(UTC)
     rng = rng or random.Random()  # noqa: S311 - spreading load, not secrets
     queue = _queue(settings)
