@@ -24,6 +24,8 @@ def test_the_openapi_document_is_generated_and_valid(local_runtime: LocalRuntime
     document = response.json()
     validate(document)
     assert "/health" in document["paths"]
+    # The auth function's routes are in the API function's document (tests/unit/test_openapi.py).
+    assert {"/auth/login", "/auth/callback", "/auth/logout"} <= document["paths"].keys()
 
 
 def test_unknown_routes_answer_404_in_the_error_shape(local_runtime: LocalRuntime) -> None:

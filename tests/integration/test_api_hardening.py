@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtools.local import events
-from infra.wiring import WIRING
+from infra.wiring import WIRING, Route
 from myi import cursors, db
-from myi.api.app import body_too_deep
+from myi.api.app import MAX_BODY_DEPTH, body_too_deep
 from myi.api.database import connection as api_connection
 from myi.auth import sessions
 from myi.ingestion import ingest
@@ -76,13 +76,19 @@ def raw(
     query: str = "",
     body: bytes = b"",
     content_type: str | None = None,
+    origin: str | None = None,
 ) -> Reply:
-    """A request with a body exactly as given (ApiClient only sends JSON it serialised itself)."""
+    """A request with a body exactly as given (ApiClient only sends JSON it serialised itself), to a
+    route of the wiring or, as API Gateway would not send it, to any other path of the API function."""
     match, known = events.match_route(WIRING.routes(), method, path)
-    assert match is not None, known
-    headers = [("cookie", f"{sessions.COOKIE}={api.cookie}")]
+    if match is None:
+        assert not path.startswith("/auth/"), known
+        match = events.RouteMatch(Route(method, path), WIRING.function("api"), {})  # type: ignore[arg-type]
+    headers = [] if api.cookie is None else [("cookie", f"{sessions.COOKIE}={api.cookie}")]
     if content_type is not None:
         headers.append(("content-type", content_type))
+    if origin is not None:
+        headers.append(("origin", origin))
     event = events.http_to_event(
         method=method,
         raw_path=path,
@@ -246,6 +252,100 @@ def test_the_depth_scan_skips_strings_and_is_linear() -> None:
     started = datetime.now(UTC)
     assert not body_too_deep('"' + '\\"' * 500_000 + "\\")
     assert datetime.now(UTC) - started < timedelta(seconds=5)
+
+
+# --- what is answered first ---------------------------------------------------------------------------
+
+FOREIGN = "https://elsewhere.example"
+DEEP = b'{"timezone": ' * (MAX_BODY_DEPTH + 1) + b'"UTC"' + b"}" * (MAX_BODY_DEPTH + 1)
+# Requests each wrong in one more way than the one under test: what validation alone would answer.
+WRONG = [
+    pytest.param("GET", "/me/history", "limit=0&cursor=%25", b"", None, id="bad query parameters"),
+    pytest.param("GET", "/me/stats/top/playlists", "", b"", None, id="bad path parameter"),
+    pytest.param("PATCH", "/me", "", b'{"timezone": 5}', "application/json", id="bad body"),
+    pytest.param("PATCH", "/me", "", b"{", "application/json", id="body not JSON"),
+    pytest.param("POST", "/me/imports", "", b'{"filename": "a.zip"}', "text/plain", id="not sent as JSON"),
+    pytest.param("POST", "/me/imports", "", DEEP, "application/json", id="body too deep"),
+    pytest.param("PUT", "/me/imports", "", b"", None, id="no such route"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "query", "body", "content_type"), WRONG)
+def test_no_session_is_401_whatever_else_is_wrong(
+    api_settings: Settings,
+    carol: tuple[int, ApiClient],
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    content_type: str | None,
+) -> None:
+    for client in (ApiClient(api_settings), ApiClient(api_settings, cookie="x" * 43)):
+        reply = raw(client, method, path, query=query, body=body, content_type=content_type)
+        assert_error(reply, 401, "unauthenticated")
+    # Signed in, the same request is refused for what is wrong with it.
+    _, api = carol
+    reply = raw(api, method, path, query=query, body=body, content_type=content_type)
+    assert reply.status in (400, 404, 415) and reply.error_code, reply.body
+
+
+@pytest.mark.parametrize(("method", "path", "query", "body", "content_type"), WRONG)
+def test_a_foreign_origin_is_403_before_the_session_and_the_request_are_looked_at(
+    api_settings: Settings,
+    carol: tuple[int, ApiClient],
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    content_type: str | None,
+) -> None:
+    method = "DELETE" if method == "GET" else method  # a state-changing request
+    _, api = carol
+    for client in (api, ApiClient(api_settings)):
+        reply = raw(client, method, path, query=query, body=body, content_type=content_type, origin=FOREIGN)
+        assert_error(reply, 403, "forbidden")
+    # The SPA's own origin changes things as ever: the same request meets the next check instead.
+    own = raw(
+        api,
+        method,
+        path,
+        query=query,
+        body=body,
+        content_type=content_type,
+        origin=api_settings.allowed_origins[0],
+    )
+    assert own.status != 403, own.body
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "x/y", None])
+@pytest.mark.parametrize(("method", "path"), [("PATCH", "/me"), ("POST", "/me/imports")])
+def test_a_body_too_deep_is_400_before_validation(
+    carol: tuple[int, ApiClient], method: str, path: str, content_type: str | None
+) -> None:
+    _, api = carol
+    for body in (DEEP, b"[" * (MAX_BODY_DEPTH + 1)):
+        reply = raw(api, method, path, body=body, content_type=content_type)
+        assert_error(reply, 400, "invalid_request")
+        assert "nested deeper" in reply.body["error"]["message"], reply.body
+    assert raw(api, "PATCH", "/me", body=b"{}", content_type="text/plain").status == 415
+
+
+def test_a_session_lookup_the_timeout_cancels_answers_503_before_validation(
+    carol: tuple[int, ApiClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, api = carol
+
+    def cancelled(*args: Any, **kwargs: Any) -> None:
+        raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+
+    requests = [p.values for p in WRONG] + [("GET", "/me", "", b"", None)]
+    with monkeypatch.context() as patch:
+        patch.setattr(sessions, "resolve", cancelled)
+        for method, path, query, body, content_type in requests:
+            reply = raw(api, method, path, query=query, body=body, content_type=content_type)
+            assert_error(reply, 503, "unavailable")
+            assert int(reply.headers["retry-after"]) >= 1
+    assert api.get("/me").status == 200
 
 
 # --- limits on costly writes ---------------------------------------------------------------------------

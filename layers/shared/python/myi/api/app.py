@@ -1,27 +1,46 @@
-"""The API resolver: Powertools' HTTP API resolver with validation, one router per area."""
+"""The API resolver: Powertools' HTTP API resolver with validation, one router per area.
+
+Every request goes through the same global middlewares, in this order (Powertools calls global
+middlewares in the order they were registered with ``app.use``, for unmatched routes as well):
+
+1. :func:`refuse_early`: :func:`myi.api.session.gate` (403 to a state-changing request from a
+   foreign origin, 401 to a ``/me`` route without a live session), then a body nested too deep for a
+   parser is 400, before anything parses it;
+2. Powertools' request validation (parameters and body: 400, or 415 for a body that is not JSON);
+3. :func:`myi.api.session.session_middleware` (the session cookie sent again when it was renewed);
+4. Powertools' response validation and serialisation of what the route returns.
+
+Validation is therefore not switched on with ``enable_validation=True``: that puts the request
+validation in front of every middleware, so a bad parameter would be answered before the gate.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import psycopg
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.api_gateway import BaseRouter, ResponseBuilder
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.middlewares.openapi_validation import (
+    OpenAPIRequestValidationMiddleware,
+    OpenAPIResponseValidationMiddleware,
+)
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from myi.api import health, imports, me, openapi, spotify_top, statistics, sync
-from myi.api.errors import error_response, response_for
+from myi.api.errors import UnsupportedMediaType, error_response, response_for, responses
 from myi.api.session import gate, session_middleware
-from myi.errors import DomainError, Unavailable
+from myi.errors import DomainError, InvalidRequest, Unavailable
 from myi.observability import logger
 
 
@@ -35,7 +54,8 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 
 def build_app() -> APIGatewayHttpResolver:
-    """The API function's resolver: /health, /openapi.json and every /me route."""
+    """The API function's resolver: /health, /openapi.json and every /me route. Its OpenAPI document
+    also describes the auth function's routes, which this resolver does not serve."""
     app = new_resolver()
     app.include_router(health.router)
     app.include_router(me.router)
@@ -44,13 +64,28 @@ def build_app() -> APIGatewayHttpResolver:
     app.include_router(sync.router)
     app.include_router(spotify_top.router)
 
-    @app.get("/openapi.json", include_in_schema=False)
+    @functools.cache
+    def document() -> str:  # made at the first request: the routes do not change afterwards
+        from myi.auth.routes import build_auth_app  # that module imports this one
+
+        return json.dumps(openapi.document(app, build_auth_app()))
+
+    @app.get(
+        "/openapi.json",
+        summary="This document: the API's routes and the auth function's",
+        tags=["operations"],
+        responses=responses(
+            InvalidRequest,
+            ok={
+                200: {
+                    "description": "The OpenAPI 3.1 document",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        ),
+    )
     def openapi_json():  # a Response return annotation would enter the generated schema
-        return Response(
-            status_code=200,
-            content_type="application/json; charset=utf-8",
-            body=json.dumps(openapi.document(app)),
-        )
+        return Response(status_code=200, content_type="application/json; charset=utf-8", body=document())
 
     return app
 
@@ -76,18 +111,18 @@ def body_too_deep(body: str, limit: int = MAX_BODY_DEPTH) -> bool:
     return False
 
 
-def _too_deep(event: Mapping[str, Any]) -> Response[Any] | None:
-    body = event.get("body")
+def _too_deep(event: APIGatewayProxyEventV2) -> Response[Any] | None:
+    body = event.body
     if not body or not isinstance(body, str):
         return None
-    if event.get("isBase64Encoded"):
+    if event.is_base64_encoded:
         try:
             body = base64.b64decode(body).decode("utf-8", errors="replace")
         except (ValueError, binascii.Error):
             return None  # the parser refuses it without recursing
     if body_too_deep(body):
-        return error_response(
-            400, "invalid_request", f"Invalid request body: nested deeper than {MAX_BODY_DEPTH} levels."
+        return response_for(
+            InvalidRequest(f"Invalid request body: nested deeper than {MAX_BODY_DEPTH} levels.")
         )
     return None
 
@@ -98,33 +133,27 @@ def _cancelled() -> Response[Any]:
     )
 
 
-class Resolver(APIGatewayHttpResolver):
-    """Powertools' HTTP API resolver with :func:`myi.api.session.gate` in front of everything,
-    request validation included, so a missing session is 401 and a foreign origin 403 whatever
-    else is wrong with the request; then a body nested too deep for a parser is 400."""
-
-    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        BaseRouter.current_event = self._to_proxy_event(dict(event))
-        BaseRouter.lambda_context = context
-        try:
-            try:
-                refused = gate(self, dict(event)) or _too_deep(event)
-            except psycopg.errors.QueryCanceled:
-                logger.warning("a statement was cancelled by the statement timeout")
-                refused = _cancelled()
-            if refused is not None:
-                return self._build_response(ResponseBuilder(refused, self._serializer))
-        except Exception:
-            self.clear_context()
-            raise
-        return super().resolve(event, context)
+def refuse_early(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """The first global middleware: :func:`myi.api.session.gate`, then the body's depth, so a missing
+    session is 401 and a foreign origin 403 whatever else is wrong with the request, and a body
+    nested too deep is 400 before a parser recurses into it. A statement the timeout cancels in the
+    gate answers 503 through the resolver's exception handler."""
+    refused = gate(app) or _too_deep(app.current_event)
+    return refused if refused is not None else next_middleware(app)
 
 
 def new_resolver() -> APIGatewayHttpResolver:
-    """A resolver with what every MYI HTTP function shares: validation, the error shape of API.md,
-    the origin check of state-changing requests and session cookie renewal."""
-    app = Resolver(enable_validation=True)
-    app.use(middlewares=[session_middleware])
+    """A resolver with what every MYI HTTP function shares: the gate, validation, the error shape of
+    API.md and session cookie renewal (see the module's docstring for their order)."""
+    app = APIGatewayHttpResolver()
+    app.use(
+        middlewares=[
+            refuse_early,
+            OpenAPIRequestValidationMiddleware(),
+            session_middleware,
+            OpenAPIResponseValidationMiddleware(),
+        ]
+    )
 
     @app.exception_handler(DomainError)
     def handle_domain_error(exc: DomainError) -> Response:
@@ -136,9 +165,7 @@ def new_resolver() -> APIGatewayHttpResolver:
 
     @app.exception_handler(RequestUnsupportedContentType)
     def handle_content_type(exc: RequestUnsupportedContentType) -> Response:
-        return error_response(
-            415, "unsupported_media_type", "Invalid request body: send it as application/json."
-        )
+        return response_for(UnsupportedMediaType("Invalid request body: send it as application/json."))
 
     @app.exception_handler(RecursionError)
     def handle_recursion(exc: RecursionError) -> Response:

@@ -11,8 +11,10 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel, Field
 
 from myi.api import database
-from myi.api.session import current_user
+from myi.api.errors import Forbidden, UnsupportedMediaType, responses
+from myi.api.session import SIGNED_IN, current_user
 from myi.dormancy import Dormancy
+from myi.errors import InvalidRequest, RateLimited, TooLarge
 from myi.imports import jobs
 from myi.observability import logger
 from myi.settings import get_settings
@@ -84,7 +86,15 @@ class ImportPage(BaseModel):
     "/me/imports",
     summary="Start an import: returns a presigned POST for the upload",
     tags=["imports"],
-    responses={201: {"description": "Created", "content": {"application/json": {"model": CreatedImport}}}},
+    responses=responses(
+        InvalidRequest,
+        Forbidden,
+        TooLarge,
+        UnsupportedMediaType,
+        RateLimited,
+        *SIGNED_IN,
+        ok={201: {"description": "Created", "content": {"application/json": {"model": CreatedImport}}}},
+    ),
 )
 def create_import(new: NewImport):  # a Response return annotation would enter the generated schema
     settings = get_settings()
@@ -104,7 +114,12 @@ def create_import(new: NewImport):  # a Response return annotation would enter t
     )
 
 
-@router.get("/me/imports", summary="The user's imports, newest first", tags=["imports"])
+@router.get(
+    "/me/imports",
+    summary="The user's imports, newest first",
+    tags=["imports"],
+    responses=responses(InvalidRequest, *SIGNED_IN),
+)
 def list_imports(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -113,7 +128,12 @@ def list_imports(
     return ImportPage.model_validate(jobs.page(database.connection(), user_id, limit=limit, cursor=cursor))
 
 
-@router.get("/me/imports/<import_id>", summary="One import, with its progress and counts", tags=["imports"])
+@router.get(
+    "/me/imports/<import_id>",
+    summary="One import, with its progress and counts",
+    tags=["imports"],
+    responses=responses(InvalidRequest, *SIGNED_IN),
+)
 def get_import(import_id: str) -> ImportJob:
     user_id = current_user(router)
     return ImportJob.model_validate(jobs.get(database.connection(), user_id, import_id))

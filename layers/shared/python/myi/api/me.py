@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field
 
 from myi import uploads, users
 from myi.api import database
-from myi.api.session import current_user
+from myi.api.errors import Forbidden, UnsupportedMediaType, responses
+from myi.api.session import SIGNED_IN, current_user
 from myi.auth import sessions
 from myi.errors import InvalidRequest, NotFound, RateLimited, Unavailable
 from myi.observability import logger
@@ -67,12 +68,19 @@ def _me(user_id: int) -> dict[str, Any]:
     return body
 
 
-@router.get("/me", summary="The signed-in user", tags=["user"])
+@router.get(
+    "/me", summary="The signed-in user", tags=["user"], responses=responses(InvalidRequest, *SIGNED_IN)
+)
 def get_me() -> Me:
     return Me.model_validate(_me(current_user(router)))
 
 
-@router.patch("/me", summary="Change the time zone (statistics follow it, for all history)", tags=["user"])
+@router.patch(
+    "/me",
+    summary="Change the time zone (statistics follow it, for all history)",
+    tags=["user"],
+    responses=responses(InvalidRequest, Forbidden, UnsupportedMediaType, RateLimited, *SIGNED_IN),
+)
 def patch_me(change: MeChange) -> Me:
     settings = get_settings()
     user_id = current_user(router)
@@ -100,7 +108,12 @@ def patch_me(change: MeChange) -> Me:
     "/me",
     summary="Delete the user and everything stored about them",
     tags=["user"],
-    responses={204: {"description": "Deleted; the session cookie is cleared"}},
+    responses=responses(
+        InvalidRequest,
+        Forbidden,
+        *SIGNED_IN,
+        ok={204: {"description": "Deleted; the session cookie is cleared"}},
+    ),
 )
 def delete_me():  # a Response return annotation would enter the generated schema
     settings = get_settings()

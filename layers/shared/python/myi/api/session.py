@@ -1,8 +1,9 @@
 """The one way a route learns who is calling: the session of the ``myi_session`` cookie.
 
 ``current_user(app)`` answers the user id of a live session or raises 401; a session whose expiry
-slid forward gets its cookie sent again by :func:`session_middleware`. The same middleware refuses
-state-changing requests from an ``Origin`` that is not the SPA's (403), before any handler runs.
+slid forward gets its cookie sent again by :func:`session_middleware`. :func:`gate`, which
+:mod:`myi.api.app` runs before request validation, refuses state-changing requests from an
+``Origin`` that is not the SPA's (403) and every ``/me`` route without a live session (401).
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from myi.api import database
-from myi.api.errors import Unauthenticated, error_response, response_for
+from myi.api.errors import Forbidden, Unauthenticated, response_for
 from myi.auth import sessions
 from myi.dormancy import Dormancy
+from myi.errors import DomainError, NotFound, Unavailable
 from myi.settings import get_settings
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+# What every /me route may answer besides its own errors (its ``responses=``): no live session, the
+# user (or the item asked for) gone, the database too slow to answer (the session lookup included).
+SIGNED_IN: tuple[type[DomainError], ...] = (Unauthenticated, NotFound, Unavailable)
 _RENEWED = "myi_session_renewed"
 _USER = "myi_user_id"
 
@@ -56,18 +61,19 @@ def _is_user_route(path: str) -> bool:
     return path == "/me" or path.startswith("/me/")
 
 
-def gate(app: APIGatewayHttpResolver, event: dict[str, Any]) -> Response[Any] | None:
+def gate(app: APIGatewayHttpResolver) -> Response[Any] | None:
     """What is settled before a request reaches its route, and before its parameters are validated:
     a state-changing request from a foreign ``Origin`` is 403, and every ``/me`` route without a live
     session is 401, whatever else is wrong with the request. None lets the request through."""
     settings = get_settings()
+    event = app.current_event.raw_event
     http = (event.get("requestContext") or {}).get("http") or {}
     method = str(http.get("method") or "").upper()
     path = str(event.get("rawPath") or http.get("path") or "")
     headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
     origin = headers.get("origin")
     if method in STATE_CHANGING and origin and str(origin).rstrip("/") not in settings.allowed_origins:
-        return error_response(403, "forbidden", "Requests from this origin may not change anything here.")
+        return response_for(Forbidden("Requests from this origin may not change anything here."))
     if method != "OPTIONS" and _is_user_route(path) and _resolve_session(app, event.get("cookies")) is None:
         return response_for(Unauthenticated())
     return None

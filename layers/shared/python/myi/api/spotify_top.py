@@ -11,8 +11,9 @@ from pydantic import BaseModel
 
 from myi import aws, spotify_top
 from myi.api import database
-from myi.api.errors import InvalidRequest
-from myi.api.session import current_user
+from myi.api.errors import responses
+from myi.api.session import SIGNED_IN, current_user
+from myi.errors import InvalidRequest
 from myi.settings import get_settings
 
 router = APIGatewayHttpRouter()
@@ -39,7 +40,12 @@ class TopList(BaseModel):
     items: list[TopItem]
 
 
-@router.get("/me/spotify-top/<kind>", summary="Spotify's own top tracks or artists", tags=["statistics"])
+@router.get(
+    "/me/spotify-top/<kind>",
+    summary="Spotify's own top tracks or artists",
+    tags=["statistics"],
+    responses=responses(InvalidRequest, *SIGNED_IN),
+)
 def get_spotify_top(
     kind: str, term: Annotated[Literal["short_term", "medium_term", "long_term"], Query()] = "medium_term"
 ) -> TopList:

@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 
 from myi import windows
 from myi.api import database
-from myi.api.session import current_user
+from myi.api.errors import responses
+from myi.api.session import SIGNED_IN, current_user
 from myi.errors import InvalidRequest
 from myi.statistics import queries
 
@@ -125,7 +126,12 @@ class HistoryPage(BaseModel):
 
 
 def _ok(model: type[BaseModel]) -> dict[int, OpenAPIResponse]:
-    return {200: {"description": "OK", "content": {"application/json": {"model": model}}}}
+    """What a statistics route answers: ``model`` (the body is written without it, see :func:`_json`),
+    or a bad parameter, or an error of every /me route."""
+    ok: dict[int, OpenAPIResponse] = {
+        200: {"description": "OK", "content": {"application/json": {"model": model}}}
+    }
+    return responses(InvalidRequest, *SIGNED_IN, ok=ok)
 
 
 def _json(body: dict[str, Any]) -> Response[str]:

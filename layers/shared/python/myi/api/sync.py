@@ -7,8 +7,9 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import BaseModel
 
 from myi import aws, sync
-from myi.api.session import current_user
-from myi.errors import RateLimited
+from myi.api.errors import Forbidden, responses
+from myi.api.session import SIGNED_IN, current_user
+from myi.errors import InvalidRequest, RateLimited
 from myi.ratelimit import RateLimiter
 from myi.settings import get_settings
 
@@ -23,7 +24,13 @@ class Queued(BaseModel):
     "/me/sync",
     summary="Sync with Spotify soon",
     tags=["sync"],
-    responses={202: {"description": "Queued", "content": {"application/json": {"model": Queued}}}},
+    responses=responses(
+        InvalidRequest,
+        Forbidden,
+        RateLimited,
+        *SIGNED_IN,
+        ok={202: {"description": "Queued", "content": {"application/json": {"model": Queued}}}},
+    ),
 )
 def post_sync():  # a Response return annotation would enter the generated schema
     settings = get_settings()
