@@ -90,13 +90,12 @@ def patch_me(change: MeChange) -> Me:
     except maintenance.UnknownTimezone:
         raise InvalidRequest(f"Invalid parameter timezone: unknown time zone {change.timezone!r}") from None
     # Each change rebuilds every statistic of the user under their lock: a few an hour at most.
-    decision = RateLimiter(settings).take(
+    RateLimiter(settings).admit(
         f"zone-change:{user_id}",
         limit=settings.zone_change_limit,
-        window_s=max(1, settings.zone_change_window_s),
+        window_s=settings.zone_change_window_s,
+        refusal="The time zone was changed too often; try again later.",
     )
-    if not decision.allowed:
-        raise RateLimited("The time zone was changed too often; try again later.", decision.retry_after_s)
     try:
         maintenance.change_timezone(conn, user_id, change.timezone)
     except maintenance.UnknownTimezone:

@@ -35,11 +35,12 @@ class Queued(BaseModel):
 def post_sync():  # a Response return annotation would enter the generated schema
     settings = get_settings()
     user_id = current_user(router)
-    decision = RateLimiter(settings).take(
-        f"manual-sync:{user_id}", limit=1, window_s=max(1, settings.sync_manual_interval_s)
+    RateLimiter(settings).admit(
+        f"manual-sync:{user_id}",
+        limit=1,
+        window_s=settings.sync_manual_interval_s,
+        refusal="A sync was asked for a moment ago; try again shortly.",
     )
-    if not decision.allowed:
-        raise RateLimited("A sync was asked for a moment ago; try again shortly.", decision.retry_after_s)
     sync.enqueue(aws.client("sqs", settings), settings, user_id)
     return Response(
         status_code=202,
