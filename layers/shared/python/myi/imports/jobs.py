@@ -6,8 +6,6 @@ Status: ``awaiting_upload`` (created, presigned POST handed out) -> ``queued`` (
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from myi import aws
+from myi import aws, cursors
 from myi.db import fetch_all, fetch_one
 from myi.errors import InvalidRequest, NotFound, RateLimited, TooLarge
 from myi.imports.formats import SKIP_REASONS
@@ -168,17 +166,15 @@ def get(conn: psycopg.Connection[Any], user_id: int, job_id: str) -> dict[str, A
     return document(row)
 
 
-def _encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(job_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def _encode_cursor(user_id: int, created_at: datetime, job_id: uuid.UUID) -> str:
+    return cursors.encode("imports", user_id, {"at": cursors.to_microseconds(created_at), "id": str(job_id)})
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def _decode_cursor(user_id: int, cursor: str) -> tuple[datetime, uuid.UUID]:
+    payload = cursors.decode("imports", user_id, cursor)
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job = json.loads(raw)
-        return datetime.fromisoformat(created), uuid.UUID(job)
-    except (ValueError, TypeError, AttributeError) as exc:  # AttributeError: not strings (uuid)
+        return cursors.instant(payload.get("at")), uuid.UUID(payload.get("id"))
+    except (ValueError, TypeError, AttributeError) as exc:  # AttributeError: not a string (uuid)
         raise InvalidRequest("Invalid parameter cursor: pass back the value of next unchanged") from exc
 
 
@@ -187,7 +183,7 @@ def page(conn: psycopg.Connection[Any], user_id: int, *, limit: int, cursor: str
     params: dict[str, Any] = {"user": user_id, "limit": limit + 1}
     where = ""
     if cursor:
-        params["c_created"], params["c_id"] = _decode_cursor(cursor)
+        params["c_created"], params["c_id"] = _decode_cursor(user_id, cursor)
         where = "AND (created_at, id) < (%(c_created)s, %(c_id)s)"
     rows = fetch_all(
         conn,
@@ -199,7 +195,7 @@ def page(conn: psycopg.Connection[Any], user_id: int, *, limit: int, cursor: str
     rows = rows[:limit]
     return {
         "items": [document(r) for r in rows],
-        "next": _encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None,
+        "next": _encode_cursor(user_id, rows[-1]["created_at"], rows[-1]["id"]) if more else None,
     }
 
 
