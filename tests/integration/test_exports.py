@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -34,7 +33,7 @@ from myi.api import exports as exports_api
 from myi.api.app import new_resolver
 from myi.auth import sessions
 from myi.errors import Conflict, InvalidRequest, NotFound
-from myi.exports import formats, jobs, worker, writer
+from myi.exports import formats, jobs, layout, worker, writer
 from myi.exports.jobs import ExportConfig
 from myi.exports.worker import ExportDeps, handle_message
 from myi.imports.reader import Upload, array_records
@@ -464,7 +463,7 @@ def bulk_history(
 def test_files_split_by_size_and_are_named_by_the_years_of_their_plays(
     exporter: Exporter, db_conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker, "MAX_RECORDS", 1_000)
+    monkeypatch.setattr(layout, "MAX_RECORDS", 1_000)
     user = make_user(db_conn, timezone="Asia/Tokyo")
     # 2,600 plays every 6 h from 2019-12-31 20:00 UTC, already 2020 in Tokyo: 1,000 plays a file
     bulk_history(db_conn, user, 2_600, start=datetime(2019, 12, 31, 20, tzinfo=UTC), step=timedelta(hours=6))
@@ -483,7 +482,7 @@ def test_files_split_by_size_and_are_named_by_the_years_of_their_plays(
 def test_a_file_also_ends_at_about_twelve_megabytes(
     exporter: Exporter, db_conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker, "MAX_BYTES", 400_000)
+    monkeypatch.setattr(layout, "MAX_BYTES", 400_000)
     user = make_user(db_conn)
     bulk_history(db_conn, user, 1_200, name_chars=256)
     _, data = exporter.export(user)
@@ -515,7 +514,7 @@ def test_a_continuation_resumes_where_the_last_invocation_stopped(
 ) -> None:
     """Several invocations, each stopping early, write the same content as one; the upload's parts
     span the invocations and the bytes not yet in a part travel in the checkpoint."""
-    monkeypatch.setattr(worker, "MAX_RECORDS", 2_000)
+    monkeypatch.setattr(layout, "MAX_RECORDS", 2_000)
     monkeypatch.setattr(worker, "CHUNK", 1_000)
     user = make_user(db_conn)
     bulk_history(db_conn, user, 24_000, name_chars=128)
@@ -603,7 +602,7 @@ def test_the_last_failed_delivery_aborts_the_upload_and_leaves_no_file(
 def test_a_redelivery_after_a_crash_starts_again_or_resumes_from_its_checkpoint(
     exporter: Exporter, db_conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker, "MAX_RECORDS", 2_000)
+    monkeypatch.setattr(layout, "MAX_RECORDS", 2_000)
     user = make_user(db_conn)
     bulk_history(db_conn, user, 16_000, name_chars=128)
     exporter.config = big_export_config(exporter)
@@ -676,7 +675,7 @@ def test_zip64_records_are_written_where_offsets_need_them(
     """With the zip64 limit lowered to 1,000 bytes, every member past it and the end of the zip
     take zip64 records; zipfile, Info-ZIP and the import reader read it the same."""
     monkeypatch.setattr(writer, "ZIP64_LIMIT", 1_000)
-    monkeypatch.setattr(worker, "MAX_RECORDS", 100)
+    monkeypatch.setattr(layout, "MAX_RECORDS", 100)
     user = make_user(db_conn)
     bulk_history(db_conn, user, 450)
     _, data = exporter.export(user)
@@ -841,9 +840,9 @@ def test_deleting_a_users_exports_removes_files_and_uploads_under_way(
 
 
 def test_the_config_reads_the_settings_and_their_variables() -> None:
-    """Until the settings have fields of their own for exports, the variables they were read from."""
-    read = SimpleNamespace(
-        import_bucket="files", extra={"EXPORT_QUEUE_URL": "https://q", "EXPORT_TTL_DAYS": "3"}
+    """The settings' export fields, read from their variables; the bucket defaults to the import one."""
+    read = Settings.from_env(
+        {"IMPORT_BUCKET": "files", "EXPORT_QUEUE_URL": "https://q", "EXPORT_TTL_DAYS": "3"}
     )
     config = ExportConfig.from_settings(read)
     assert (config.bucket, config.queue_url, config.ttl_days, config.download_url_ttl_s) == (
@@ -852,7 +851,7 @@ def test_the_config_reads_the_settings_and_their_variables() -> None:
         3,
         300,
     )
-    fields = SimpleNamespace(import_bucket="files", export_bucket="exports", export_ttl_days=9, extra={})
+    fields = Settings(import_bucket="files", export_bucket="exports", export_ttl_days=9)
     assert (ExportConfig.from_settings(fields).bucket, ExportConfig.from_settings(fields).ttl_days) == (
         "exports",
         9,
