@@ -83,7 +83,7 @@ def test_a_small_batchs_planner_settings_end_with_it(db_conn: psycopg.Connection
 
 def staged_rows(conn: psycopg.Connection[Any]) -> dict[str, int]:
     """The staging tables of ``conn``'s session that hold live rows, with how many."""
-    from myi.ingestion import _STAGING_TABLES
+    from myi.ingestion.session import STAGING_TABLES as _STAGING_TABLES
 
     tables = _STAGING_TABLES.split(", ")
     counts = conn.execute(" UNION ALL ".join(f"SELECT count(*) FROM {t}" for t in tables)).fetchall()

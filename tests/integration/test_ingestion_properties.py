@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from myi import ingestion, partitions
+from myi import partitions
 from myi.ingestion import IngestResult, bulk_ingest, ingest
+from myi.ingestion import bulk as ingestion
 from myi.plays import Play
 from myi.statistics import maintenance
 from tests.fixtures.plays import BASE, RECENT_FLOOR, account_play, api_play, at, extended_play, make_user
