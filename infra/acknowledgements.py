@@ -78,11 +78,18 @@ def acknowledge(stack: Stack) -> None:
             f"{name}: X-Ray's PutTraceSegments/PutTelemetryRecords and the VPC network-interface actions "
             "Lambda needs accept no resource-level permissions.",
         )
-        if any(a.startswith("import_bucket") for a in deployed.spec.access):
+        if any(a in ("import_bucket:read", "import_bucket:write") for a in deployed.spec.access):
             _ack(
                 deployed.role,
                 f"IAM5[Resource::<{stack.get_logical_id(_cfn(stack.files.bucket))}.Arn>/uploads/*]",
                 f"{name}: uploads are keyed per user and import, unknown at deploy time; the uploads/ prefix "
+                "is the narrowest scope.",
+            )
+        if any(a.startswith("import_bucket:export_") for a in deployed.spec.access):
+            _ack(
+                deployed.role,
+                f"IAM5[Resource::<{stack.get_logical_id(_cfn(stack.files.bucket))}.Arn>/exports/*]",
+                f"{name}: exports are keyed per user and export, unknown at deploy time; the exports/ prefix "
                 "is the narrowest scope.",
             )
     _ack(

@@ -14,6 +14,7 @@ that deploy. Two profiles set the cost-shaped defaults; every value can still be
 | ``aurora_min_acu`` / ``aurora_max_acu`` | 0 / 2 | 0.5 / 16 | Aurora Serverless v2 capacity |
 | ``aurora_version`` | ``AURORA_VERSION`` | | Aurora PostgreSQL engine version (major.minor) |
 | ``upload_retention_days`` | 7 | 7 | uploads are deleted after this |
+| ``export_ttl_days`` | 7 | 7 | exports are deleted this long after they were written |
 | ``log_retention_days`` | 30 | 90 | CloudWatch log retention |
 | ``dlq_max_receives`` | the wiring's | | deliveries before a message goes to its DLQ |
 | ``api_rate_limit`` / ``api_burst_limit`` | 20 / 40 | 500 / 1000 | HTTP API throttling per second |
@@ -75,6 +76,7 @@ class Config:
     aurora_max_acu: float
     aurora_version: str  # Aurora PostgreSQL "major.minor", e.g. "16.13"
     upload_retention_days: int
+    export_ttl_days: int
     log_retention_days: int
     dlq_max_receives: int | None
     api_rate_limit: int
@@ -206,6 +208,7 @@ def from_context(scope: Construct) -> Config:
         aurora_max_acu=float(ctx("aurora_max_acu", shape["aurora_max_acu"])),
         aurora_version=aurora_version,
         upload_retention_days=int(ctx("upload_retention_days", 7)),
+        export_ttl_days=int(ctx("export_ttl_days", 7)),
         log_retention_days=int(ctx("log_retention_days", shape["log_retention_days"])),
         dlq_max_receives=int(receives) if receives is not None else None,
         api_rate_limit=int(ctx("api_rate_limit", shape["api_rate_limit"])),

@@ -129,7 +129,8 @@ class AccessLogs(Construct):
 
 class Files(Construct):
     """The import bucket: private, encrypted, TLS only, CORS for the SPA's presigned POST, uploads
-    deleted after ``upload_retention_days``; its access logs go to the access-log bucket."""
+    deleted after ``upload_retention_days`` and exports after ``export_ttl_days``; its access logs go
+    to the access-log bucket."""
 
     def __init__(
         self, scope: Construct, id: str, *, config: Config, origins: list[str], access_logs: s3.IBucket
@@ -154,9 +155,18 @@ class Files(Construct):
             ],
             lifecycle_rules=[
                 s3.LifecycleRule(
+                    id="uploads",
+                    prefix="uploads/",
                     expiration=Duration.days(config.upload_retention_days),
                     abort_incomplete_multipart_upload_after=Duration.days(1),
-                )
+                ),
+                s3.LifecycleRule(
+                    id="exports",
+                    prefix="exports/",
+                    expiration=Duration.days(config.export_ttl_days),
+                    # multipart uploads no worker finished or aborted
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                ),
             ],
             removal_policy=RemovalPolicy.RETAIN if config.production else RemovalPolicy.DESTROY,
             auto_delete_objects=not config.production,

@@ -115,6 +115,7 @@ class Functions(Construct):
             "SPOTIFY_CLIENT_ID": config.spotify_client_id,
             "SPOTIFY_BATCH_READS": "true" if config.spotify_batch_reads else "false",
             "UPLOAD_RETENTION_DAYS": str(config.upload_retention_days),
+            "EXPORT_TTL_DAYS": str(config.export_ttl_days),
             "SYNC_MAX_INTERVAL_SECONDS": str(config.sync_max_interval_s),
             "SYNC_FANOUT_PERIOD_SECONDS": str(rate_seconds(self._fanout_schedule(wiring))),
         }
@@ -276,6 +277,33 @@ class Functions(Construct):
                         actions=["s3:ListBucket"],
                         resources=[self._files.bucket.bucket_arn],
                         conditions={"StringLike": {"s3:prefix": ["uploads/*"]}},
+                    )
+                )
+                out["IMPORT_BUCKET"] = self._files.bucket.bucket_name
+            elif access == "import_bucket:export_write":
+                # The export worker's multipart upload (CreateMultipartUpload, UploadPart and
+                # CompleteMultipartUpload are s3:PutObject), its abort, and the object's deletion.
+                role.add_to_policy(
+                    iam.PolicyStatement(
+                        actions=["s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"],
+                        resources=[self._files.bucket.arn_for_objects("exports/*")],
+                    )
+                )
+                out["IMPORT_BUCKET"] = self._files.bucket.bucket_name
+            elif access == "import_bucket:export_read":
+                # Presigned GETs carry this role's permission; deleting a user lists, deletes and
+                # aborts their exports.
+                role.add_to_policy(
+                    iam.PolicyStatement(
+                        actions=["s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                        resources=[self._files.bucket.arn_for_objects("exports/*")],
+                    )
+                )
+                role.add_to_policy(
+                    iam.PolicyStatement(
+                        actions=["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                        resources=[self._files.bucket.bucket_arn],
+                        conditions={"StringLike": {"s3:prefix": ["exports/*"]}},
                     )
                 )
                 out["IMPORT_BUCKET"] = self._files.bucket.bucket_name

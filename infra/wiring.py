@@ -22,10 +22,13 @@ Access = Literal[
     "spotify",  # outbound HTTPS to Spotify
     "import_bucket:read",
     "import_bucket:write",  # presigned POSTs, deletion of a user's uploads
+    "import_bucket:export_write",  # the export worker: multipart uploads, aborts, deletes under exports/
+    "import_bucket:export_read",  # the API: presigned GETs of exports/, and DELETE /me removing them
     "sync_queue:send",
     "import_queue:send",
     "enrichment_queue:send",
     "top_stats_queue:send",
+    "export_queue:send",
 ]
 
 
@@ -102,6 +105,7 @@ QUEUES: tuple[Queue, ...] = (
     Queue("sync", max_receives=5),
     Queue("enrichment", max_receives=5),
     Queue("top_stats", max_receives=5),
+    Queue("export", max_receives=3),  # myi.exports.worker.MAX_ATTEMPTS
 )
 
 # Uploads land under uploads/<user id>/<import id>/... (myi.uploads.UPLOAD_PREFIX, the same value);
@@ -126,6 +130,9 @@ API_ROUTES: tuple[Route, ...] = (
     Route("GET", "/me/history"),
     Route("POST", "/me/sync"),
     Route("GET", "/me/spotify-top/{kind}"),
+    Route("POST", "/me/exports"),
+    Route("GET", "/me/exports"),
+    Route("GET", "/me/exports/{id}"),
 )
 
 AUTH_ROUTES: tuple[Route, ...] = (
@@ -141,7 +148,15 @@ FUNCTIONS: tuple[Function, ...] = (
         timeout_s=29,
         memory_mb=1024,
         routes=API_ROUTES,
-        access=("db", "state_table", "import_bucket:write", "sync_queue:send", "top_stats_queue:send"),
+        access=(
+            "db",
+            "state_table",
+            "import_bucket:write",
+            "import_bucket:export_read",
+            "sync_queue:send",
+            "top_stats_queue:send",
+            "export_queue:send",
+        ),
     ),
     Function(
         name="auth",
@@ -159,6 +174,17 @@ FUNCTIONS: tuple[Function, ...] = (
         queue=QueueTrigger("import", batch_size=1, max_concurrency=5),
         schedules=(Schedule("import-sweep", "rate(1 hour)", "Fails imports that stopped making progress"),),
         access=("db", "state_table", "import_bucket:read", "import_queue:send", "enrichment_queue:send"),
+    ),
+    Function(
+        name="export_worker",
+        description=(
+            "Writes a listener's whole history as my_spotify_data.zip (Spotify's extended history or CSV)"
+        ),
+        timeout_s=900,
+        memory_mb=1769,  # one full vCPU: the worker is CPU-bound (1,000,000 plays: about 7 s of CPU)
+        queue=QueueTrigger("export", batch_size=1, max_concurrency=2),
+        schedules=(Schedule("export-sweep", "rate(1 hour)", "Fails exports that stopped making progress"),),
+        access=("db", "state_table", "import_bucket:export_write", "export_queue:send"),
     ),
     Function(
         name="sync_fanout",

@@ -40,6 +40,7 @@ PRELOAD = [
     "myi.auth.routes",
     "myi.sync",
     "myi.imports.worker",
+    "myi.exports.worker",
     "myi.enrichment",
     "myi.spotify_top",
     "aws_lambda_powertools.utilities.batch",

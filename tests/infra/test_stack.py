@@ -239,6 +239,90 @@ def test_the_import_bucket_is_private_encrypted_tls_only_and_expires_uploads(
     )
 
 
+def _role_statements(template: Template, fn_kebab: str) -> list[dict[str, Any]]:
+    role_prefix = f"Functions{fn_kebab.replace('-', '')}role"
+    return [
+        s
+        for logical, p in resources(template, "AWS::IAM::Policy").items()
+        if logical.startswith(role_prefix)
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def _s3_statements(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        s
+        for s in statements
+        if any(a.startswith("s3:") for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+    ]
+
+
+def test_the_export_worker_has_its_queue_and_may_touch_exports_only(
+    synthesised: tuple[str, Template, Path],
+) -> None:
+    _, template, _ = synthesised
+    (worker,) = [
+        p["Properties"]
+        for p in resources(template, "AWS::Lambda::Function").values()
+        if p["Properties"].get("FunctionName") == "myi-test-export-worker"
+    ]
+    assert (worker["Timeout"], worker["MemorySize"]) == (900, 1769)
+    env = worker["Environment"]["Variables"]
+    assert {"EXPORT_QUEUE_URL", "IMPORT_BUCKET", "DB_HOST", "STATE_TABLE"} <= set(env)
+    assert env["EXPORT_TTL_DAYS"] == "7"
+    queues = {
+        p["Properties"]["QueueName"]: p["Properties"] for p in resources(template, "AWS::SQS::Queue").values()
+    }
+    assert queues["myi-test-export"]["RedrivePolicy"]["maxReceiveCount"] == 3
+    assert "myi-test-export-dlq" in queues
+    # Its S3 grants: the multipart upload, its abort and the object's deletion, under exports/ only.
+    s3_statements = _s3_statements(_role_statements(template, "export-worker"))
+    assert s3_statements
+    for statement in s3_statements:
+        assert "/exports/*" in json.dumps(statement["Resource"]), statement
+        assert "uploads/" not in json.dumps(statement), statement
+    assert {a for s in s3_statements for a in s["Action"]} == {
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+        "s3:DeleteObject",
+    }
+    # The API hands out presigned GETs of exports/ and lists them (under exports/ only) to delete them.
+    api = _s3_statements(_role_statements(template, "api"))
+    gets = [s for s in api if "s3:GetObject" in s["Action"]]
+    assert gets and all("/exports/*" in json.dumps(s["Resource"]) for s in gets)
+    lists = [s for s in api if "s3:ListBucketMultipartUploads" in s["Action"]]
+    assert [s["Condition"] for s in lists] == [{"StringLike": {"s3:prefix": ["exports/*"]}}]
+
+
+def test_the_bucket_expires_uploads_and_exports_by_prefix(synthesised: tuple[str, Template, Path]) -> None:
+    _, template, _ = synthesised
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "LifecycleConfiguration": {
+                "Rules": [
+                    Match.object_like(
+                        {
+                            "Id": "uploads",
+                            "Prefix": "uploads/",
+                            "ExpirationInDays": 7,
+                            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                        }
+                    ),
+                    Match.object_like(
+                        {
+                            "Id": "exports",
+                            "Prefix": "exports/",
+                            "ExpirationInDays": 7,
+                            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                        }
+                    ),
+                ]
+            },
+        },
+    )
+
+
 def test_no_iam_statement_grants_every_action(synthesised: tuple[str, Template, Path]) -> None:
     _, template, _ = synthesised
     for kind in ("AWS::IAM::Policy", "AWS::IAM::Role"):

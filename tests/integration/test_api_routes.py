@@ -401,16 +401,39 @@ def test_no_route_of_one_user_reveals_anything_of_another(
 def test_deleting_the_account_removes_everything_and_the_session(
     db_conn: Conn, alice: tuple[int, ApiClient]
 ) -> None:
+    from myi import aws
+    from myi.exports import jobs as export_jobs
+    from myi.settings import get_settings
+
     user, api = alice
+    other = make_user(db_conn, "stays")
     ingest(db_conn, user, [play(1, datetime(2024, 1, 1, tzinfo=UTC), 1_000)])
+    # Export files: one written, one upload under way, and another user's, which stays.
+    settings = get_settings()
+    s3, bucket = aws.client("s3", settings), export_jobs.ExportConfig.from_settings(settings).bucket
+    for owner in (user, other):
+        s3.put_object(
+            Bucket=bucket, Key=f"{export_jobs.user_prefix(owner)}done/my_spotify_data.zip", Body=b"z"
+        )
+    s3.create_multipart_upload(Bucket=bucket, Key=f"{export_jobs.user_prefix(user)}open/my_spotify_data.zip")
+    db_conn.execute(
+        "INSERT INTO exports (id, user_id, format, object_key) VALUES (gen_random_uuid(), %s, 'csv', 'k')",
+        (user,),
+    )
     gone = api.request("DELETE", "/me")
     assert gone.status == 204
     assert any(c.startswith("myi_session=;") or "Max-Age=0" in c for c in gone.cookies)
-    for table in ("users", "listening_events", "stat_user", "stat_track", "sessions"):
+    for table in ("listening_events", "stat_user", "stat_track", "sessions", "exports"):
         row = db_conn.execute(f"SELECT count(*) FROM {table}").fetchone()
         assert row is not None and row[0] == 0, table
+    assert db_conn.execute("SELECT id FROM users").fetchall() == [(other,)]
     assert api.get("/me").status == 401
     assert db_conn.execute("SELECT count(*) FROM tracks").fetchone() == (1,)
+    left = s3.list_objects_v2(Bucket=bucket, Prefix=export_jobs.EXPORT_PREFIX).get("Contents", [])
+    assert [o["Key"] for o in left] == [f"{export_jobs.user_prefix(other)}done/my_spotify_data.zip"]
+    under_way = s3.list_multipart_uploads(Bucket=bucket, Prefix=export_jobs.user_prefix(user))
+    assert under_way.get("Uploads", []) == []
+    s3.delete_object(Bucket=bucket, Key=left[0]["Key"])
 
 
 def test_the_window_echo_of_a_calendar_range_is_in_the_users_zone(

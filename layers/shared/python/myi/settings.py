@@ -152,6 +152,18 @@ class Settings(BaseSettings):
     import_stuck_s: int = Field(1800, ge=_MINUTE, le=7 * _DAY, validation_alias=_env("IMPORT_STUCK_SECONDS"))
     upload_retention_days: int = Field(7, ge=1, le=3650, validation_alias=_env("UPLOAD_RETENTION_DAYS"))
 
+    # --- exports ------------------------------------------------------------------------------
+    export_queue_url: str | None = Field(None, validation_alias=_env("EXPORT_QUEUE_URL"))
+    # An export's file is deleted this long after it was written (the bucket's lifecycle rule).
+    export_ttl_days: int = Field(7, ge=1, le=365, validation_alias=_env("EXPORT_TTL_DAYS"))
+    # Life of a presigned download, issued fresh on every read.
+    export_download_url_ttl_s: int = Field(
+        300, ge=10, le=43_200, validation_alias=_env("EXPORT_DOWNLOAD_URL_TTL_SECONDS")
+    )
+    export_stuck_s: int = Field(1800, ge=_MINUTE, le=7 * _DAY, validation_alias=_env("EXPORT_STUCK_SECONDS"))
+    # Unset: the import bucket (under exports/).
+    export_bucket: str | None = Field(None, validation_alias=_env("EXPORT_BUCKET"))
+
     # --- sync, enrichment, top lists -----------------------------------------------------------
     sync_cooldown_s: int = Field(600, ge=0, le=_DAY, validation_alias=_env("SYNC_COOLDOWN_SECONDS"))
     sync_max_interval_s: int = Field(

@@ -37,7 +37,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from myi.api import health, imports, me, openapi, spotify_top, statistics, sync
+from myi.api import exports, health, imports, me, openapi, spotify_top, statistics, sync
 from myi.api.errors import UnsupportedMediaType, error_response, response_for, responses
 from myi.api.session import gate, session_middleware
 from myi.errors import DomainError, InvalidRequest, Unavailable
@@ -63,6 +63,7 @@ def build_app() -> APIGatewayHttpResolver:
     app.include_router(statistics.router)
     app.include_router(sync.router)
     app.include_router(spotify_top.router)
+    app.include_router(exports.router)
 
     @functools.cache
     def document() -> str:  # made at the first request: the routes do not change afterwards

@@ -10,12 +10,13 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
-from myi import uploads, users
+from myi import aws, uploads, users
 from myi.api import database
 from myi.api.errors import Forbidden, UnsupportedMediaType, responses
 from myi.api.session import SIGNED_IN, current_user
 from myi.auth import sessions
 from myi.errors import InvalidRequest, NotFound, RateLimited, Unavailable
+from myi.exports import jobs as export_jobs
 from myi.observability import logger
 from myi.ratelimit import RateLimiter
 from myi.settings import get_settings
@@ -117,17 +118,25 @@ def patch_me(change: MeChange) -> Me:
 def delete_me():  # a Response return annotation would enter the generated schema
     settings = get_settings()
     user_id = current_user(router)
-    # The files go first: when that fails nothing is gone yet, the user is told to try again and
-    # the retry finds everything in place. Then one statement removes the user and, by cascade,
-    # their sessions, grant, events, statistics and import jobs.
+    # The files go first (uploads, then exports and their multipart uploads under way): when that
+    # fails nothing is gone yet, the user is told to try again and the retry finds everything in
+    # place. Then one statement removes the user and, by cascade, their sessions, grant, events,
+    # statistics, import jobs and exports. A worker still writing an export finds its row gone and
+    # removes its file; the bucket's lifecycle rule removes one it completed in between.
     try:
         removed = uploads.delete_user_uploads(settings, user_id)
-    except (BotoCoreError, ClientError, uploads.UploadsNotDeleted):
-        logger.exception("could not delete the uploads of a user who is leaving", extra={"user_id": user_id})
+        exported = export_jobs.delete_user_exports(
+            aws.client("s3", settings), export_jobs.ExportConfig.from_settings(settings).bucket, user_id
+        )
+    except (BotoCoreError, ClientError, uploads.UploadsNotDeleted, export_jobs.ExportsNotDeleted):
+        logger.exception("could not delete the files of a user who is leaving", extra={"user_id": user_id})
         raise Unavailable(
-            "Your uploaded files could not be deleted just now, so nothing was removed. Try again shortly.",
+            "Your uploaded or exported files could not be deleted just now, so nothing was removed. "
+            "Try again shortly.",
             retry_after_s=30,
         ) from None
     users.delete(database.connection(settings), user_id)
-    logger.info("user deleted", extra={"user_id": user_id, "uploads_deleted": removed})
+    logger.info(
+        "user deleted", extra={"user_id": user_id, "uploads_deleted": removed, "exports_deleted": exported}
+    )
     return Response(status_code=204, cookies=[sessions.clear_cookie(settings)])

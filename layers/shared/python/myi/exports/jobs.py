@@ -29,6 +29,7 @@ from myi.db import fetch_all, fetch_one
 from myi.errors import Conflict, InvalidRequest, NotFound
 from myi.exports.formats import DOWNLOAD_NAME, FORMATS
 from myi.exports.writer import MIN_PART_BYTES
+from myi.settings import Settings
 from myi.users import iso
 
 EXPORT_PREFIX = "exports/"
@@ -62,31 +63,14 @@ class ExportConfig:
     compress_level: int = 3
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ExportConfig:
-        """From ``myi.settings.Settings``: its ``export_*`` fields where it has them, else the
-        variables they are read from (``EXPORT_QUEUE_URL``, ``EXPORT_TTL_DAYS``,
-        ``EXPORT_DOWNLOAD_URL_TTL_SECONDS``, ``EXPORT_STUCK_SECONDS``, ``EXPORT_BUCKET``) as the
-        settings object read them, else the defaults; the bucket defaults to the import bucket."""
-        env: Mapping[str, str] = getattr(settings, "extra", None) or {}
-        d = cls()
-
-        def pick(attr: str, name: str, default: Any) -> Any:
-            value = getattr(settings, attr, None)
-            if value not in (None, ""):
-                return value
-            raw = env.get(name)
-            if raw in (None, ""):
-                return default
-            return type(default)(raw) if default is not None else raw
-
+    def from_settings(cls, settings: Settings) -> ExportConfig:
+        """From the settings' ``export_*`` fields; the bucket defaults to the import bucket."""
         return cls(
-            bucket=pick("export_bucket", "EXPORT_BUCKET", getattr(settings, "import_bucket", d.bucket)),
-            queue_url=pick("export_queue_url", "EXPORT_QUEUE_URL", None),
-            ttl_days=int(pick("export_ttl_days", "EXPORT_TTL_DAYS", d.ttl_days)),
-            download_url_ttl_s=int(
-                pick("export_download_url_ttl_s", "EXPORT_DOWNLOAD_URL_TTL_SECONDS", d.download_url_ttl_s)
-            ),
-            stuck_s=int(pick("export_stuck_s", "EXPORT_STUCK_SECONDS", d.stuck_s)),
+            bucket=settings.export_bucket or settings.import_bucket,
+            queue_url=settings.export_queue_url,
+            ttl_days=settings.export_ttl_days,
+            download_url_ttl_s=settings.export_download_url_ttl_s,
+            stuck_s=settings.export_stuck_s,
         )
 
     def require_queue(self) -> str:
