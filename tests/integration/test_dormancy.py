@@ -174,3 +174,25 @@ def test_a_user_seen_long_after_their_last_sign_in_wakes_the_schedules_and_is_sy
     before = db_conn.execute("SELECT last_seen_at FROM users WHERE id = %s", (user,)).fetchone()
     assert signed_in(db_conn, own, user).request("GET", "/me").status == 200
     assert db_conn.execute("SELECT last_seen_at FROM users WHERE id = %s", (user,)).fetchone() == before
+
+
+def test_an_export_keeps_its_sweep_awake_and_a_dormant_sweep_connects_to_nothing(
+    own: Settings, db_conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqs = aws.client("sqs", own)
+    queue = sqs.create_queue(QueueName=f"export-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    monkeypatch.setenv("EXPORT_QUEUE_URL", queue)
+    get_settings.cache_clear()
+    sweep = handler("export_worker")
+    Dormancy(own).keep_awake(datetime.now(UTC) - timedelta(minutes=1))
+    assert sweep(SCHEDULED, context()) == {"dormant": True}
+    user = make_user(db_conn)
+    db_conn.execute("UPDATE users SET last_seen_at = now() WHERE id = %s", (user,))  # seen: no news
+    refused = signed_in(db_conn, own, user).request("POST", "/me/exports", body={"format": "pdf"})
+    assert refused.status == 400 and Dormancy(own).dormant()  # a refused export wakes nothing
+    created = signed_in(db_conn, own, user).request("POST", "/me/exports", body={"format": "csv"})
+    assert created.status == 202 and not Dormancy(own).dormant()
+    assert "dormant" not in sweep(SCHEDULED, context())
+    until = Dormancy(own).awake_until()
+    assert until is not None and until > datetime.now(UTC) + timedelta(hours=23)
+    sqs.delete_queue(QueueUrl=queue)

@@ -62,6 +62,7 @@ class Dormancy:
             logger.warning("dormancy not moved on", extra={"reason": type(exc).__name__})
 
     def importing(self, now: datetime) -> None:
+        """An import or an export was started: its sweep runs for a day at least."""
         self.keep_awake(now + timedelta(days=1))
 
     def awake_until(self) -> datetime | None:

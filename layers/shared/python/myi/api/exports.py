@@ -14,9 +14,11 @@ from myi import aws
 from myi.api import database
 from myi.api.errors import Forbidden, UnsupportedMediaType, responses
 from myi.api.session import SIGNED_IN, current_user
+from myi.dormancy import Dormancy
 from myi.errors import Conflict, InvalidRequest
 from myi.exports import jobs
 from myi.exports.jobs import ExportConfig
+from myi.observability import logger
 from myi.settings import get_settings
 
 router = APIGatewayHttpRouter()
@@ -77,14 +79,19 @@ def _config() -> ExportConfig:
 def create_export(new: NewExport):  # a Response return annotation would enter the generated schema
     settings = get_settings()
     user_id = current_user(router)
+    now = datetime.now(UTC)
     body: dict[str, Any] = jobs.create(
         database.connection(settings),
         _config(),
         aws.client("sqs", settings),
         user_id,
         new.format,
-        now=datetime.now(UTC),
+        now=now,
     )
+    try:  # an export is activity, as an import is: its sweep watches it until it ends
+        Dormancy(settings).importing(now)
+    except Exception as exc:  # the export stands; only its sweep may come later
+        logger.warning("could not keep MYI awake for an export", extra={"reason": type(exc).__name__})
     return Response(
         status_code=202,
         content_type="application/json; charset=utf-8",
