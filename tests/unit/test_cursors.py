@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -192,3 +193,20 @@ def _no_stored_keys() -> Iterator[None]:
     before = dict(cursors._keys)
     yield
     assert cursors._keys == before
+
+
+def test_a_job_lists_key_round_trips_and_stays_in_its_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CURSOR_KEY", "unit-test-cursor-key")
+    get_settings.cache_clear()
+    try:
+        at, job = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC), uuid.uuid4()
+        cursor = cursors.encode_newest_first("exports", USER, at, job)
+        assert cursors.decode_newest_first("exports", USER, cursor) == (at, job)
+        for list_name, user_id in (("imports", USER), ("exports", USER + 1)):
+            with pytest.raises(InvalidRequest):
+                cursors.decode_newest_first(list_name, user_id, cursor)
+        not_a_key = cursors.encode("exports", USER, {"at": cursors.to_microseconds(at), "id": "x"})
+        with pytest.raises(InvalidRequest):
+            cursors.decode_newest_first("exports", USER, not_a_key)
+    finally:
+        get_settings.cache_clear()

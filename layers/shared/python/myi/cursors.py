@@ -25,6 +25,7 @@ import hmac
 import json
 import os
 import threading
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -151,3 +152,18 @@ def instant(value: Any) -> datetime:
     if at is None:
         raise InvalidRequest(REFUSED)
     return at
+
+
+def encode_newest_first(list_name: str, user_id: int, created_at: datetime, row_id: uuid.UUID) -> str:
+    """The cursor of a list of jobs read newest first by ``(created_at, id)``: the last row's key."""
+    return encode(list_name, user_id, {"at": to_microseconds(created_at), "id": str(row_id)})
+
+
+def decode_newest_first(list_name: str, user_id: int, cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The key :func:`encode_newest_first` wrote for this list and user; anything else is
+    :class:`InvalidRequest`."""
+    payload = decode(list_name, user_id, cursor)
+    try:
+        return instant(payload.get("at")), uuid.UUID(payload.get("id"))
+    except (ValueError, TypeError, AttributeError):  # AttributeError: not a string (uuid)
+        raise InvalidRequest(REFUSED) from None

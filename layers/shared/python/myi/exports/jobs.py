@@ -14,7 +14,6 @@ download is handed out after it).
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
+from myi import cursors
 from myi.db import fetch_all, fetch_one
 from myi.errors import Conflict, InvalidRequest, NotFound
 from myi.exports.formats import DOWNLOAD_NAME, FORMATS
@@ -201,20 +201,6 @@ def get(
     return document(row, s3, config, now=now)
 
 
-def _encode_cursor(created_at: datetime, export_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(export_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, export = json.loads(raw)
-        return datetime.fromisoformat(created), uuid.UUID(export)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidRequest("Invalid parameter cursor: pass back the value of next unchanged") from exc
-
-
 def page(
     conn: psycopg.Connection[Any],
     s3: Any,
@@ -230,7 +216,7 @@ def page(
     params: dict[str, Any] = {"user": user_id, "limit": limit + 1}
     where = ""
     if cursor:
-        params["c_created"], params["c_id"] = _decode_cursor(cursor)
+        params["c_created"], params["c_id"] = cursors.decode_newest_first("exports", user_id, cursor)
         where = "AND (created_at, id) < (%(c_created)s, %(c_id)s)"
     rows = fetch_all(
         conn,
@@ -242,7 +228,9 @@ def page(
     rows = rows[:limit]
     return {
         "items": [document(r, s3, config, now=now) for r in rows],
-        "next": _encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None,
+        "next": cursors.encode_newest_first("exports", user_id, rows[-1]["created_at"], rows[-1]["id"])
+        if more
+        else None,
     }
 
 

@@ -166,24 +166,12 @@ def get(conn: psycopg.Connection[Any], user_id: int, job_id: str) -> dict[str, A
     return document(row)
 
 
-def _encode_cursor(user_id: int, created_at: datetime, job_id: uuid.UUID) -> str:
-    return cursors.encode("imports", user_id, {"at": cursors.to_microseconds(created_at), "id": str(job_id)})
-
-
-def _decode_cursor(user_id: int, cursor: str) -> tuple[datetime, uuid.UUID]:
-    payload = cursors.decode("imports", user_id, cursor)
-    try:
-        return cursors.instant(payload.get("at")), uuid.UUID(payload.get("id"))
-    except (ValueError, TypeError, AttributeError) as exc:  # AttributeError: not a string (uuid)
-        raise InvalidRequest("Invalid parameter cursor: pass back the value of next unchanged") from exc
-
-
 def page(conn: psycopg.Connection[Any], user_id: int, *, limit: int, cursor: str | None) -> dict[str, Any]:
     """The user's jobs, newest first, ``limit`` at a time."""
     params: dict[str, Any] = {"user": user_id, "limit": limit + 1}
     where = ""
     if cursor:
-        params["c_created"], params["c_id"] = _decode_cursor(user_id, cursor)
+        params["c_created"], params["c_id"] = cursors.decode_newest_first("imports", user_id, cursor)
         where = "AND (created_at, id) < (%(c_created)s, %(c_id)s)"
     rows = fetch_all(
         conn,
@@ -195,7 +183,9 @@ def page(conn: psycopg.Connection[Any], user_id: int, *, limit: int, cursor: str
     rows = rows[:limit]
     return {
         "items": [document(r) for r in rows],
-        "next": _encode_cursor(user_id, rows[-1]["created_at"], rows[-1]["id"]) if more else None,
+        "next": cursors.encode_newest_first("imports", user_id, rows[-1]["created_at"], rows[-1]["id"])
+        if more
+        else None,
     }
 
 
